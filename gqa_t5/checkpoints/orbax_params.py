@@ -156,48 +156,48 @@ def _tree_metadata(path: Path) -> dict:
     return _map_nested(lambda m: m, dict(tree))
 
 
+def tree_keys(path: str | os.PathLike) -> list[str]:
+    """Top-level keys of an Orbax PyTree checkpoint's tree."""
+    return sorted(_tree_metadata(Path(path).absolute()))
+
+
+def tree_shapes(path: str | os.PathLike, root: tuple[str, ...] = ("params",)) -> dict:
+    """Flat 'a/b/c' -> shape of every array leaf under `root`, from the metadata only."""
+    node = _tree_metadata(Path(path).absolute())
+    for k in root:
+        if not isinstance(node, Mapping) or k not in node:
+            raise ValueError(f"{path}: checkpoint tree has no {'/'.join(root)}")
+        node = node[k]
+    return {k: tuple(m.shape) for k, m in flatten(node).items() if hasattr(m, "shape")}
+
+
 def param_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Flat 'a/b/c' -> shape of every leaf under "params", read from the metadata only."""
-    tree = _tree_metadata(Path(path).absolute())
-    if "params" not in tree:
-        raise ValueError(f"{path}: checkpoint tree has no 'params' (keys {sorted(tree)})")
-    return {k: tuple(m.shape) for k, m in flatten(tree["params"]).items()}
+    return tree_shapes(path, ("params",))
 
 
-def restore_params(path: str | os.PathLike) -> dict:
-    """The nested params dict of a checkpoint written by `save_params`, as NumPy arrays."""
-    path = Path(path).absolute()
-    tree = _tree_metadata(path)
-    if "params" not in tree:
-        raise ValueError(f"{path}: checkpoint tree has no 'params' (keys {sorted(tree)})")
-    item = {"params": _map_nested(lambda m: np.zeros((), np.float32), tree["params"])}
+def _restore_partial(path: Path, item: dict) -> dict:
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        out = ckptr.restore(
+        return ckptr.restore(
             path,
             args=ocp.args.PyTreeRestore(
                 item=item, restore_args=_restore_args(item), partial_restore=True
             ),
         )
-    return _map_nested(np.asarray, out["params"])
 
 
-def restore_one(path: str | os.PathLike, name: str) -> np.ndarray:
-    """One leaf ('encoder/layers_0/attention/key/kernel') of the params, read alone."""
-    keys = name.split("/")
-    item: dict = {}
-    node = item
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = np.zeros((), np.float32)
-    tree = {"params": item}
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-        out = ckptr.restore(
-            Path(path).absolute(),
-            args=ocp.args.PyTreeRestore(
-                item=tree, restore_args=_restore_args(tree), partial_restore=True
-            ),
-        )
-    node = out["params"]
+def restore_params(path: str | os.PathLike) -> dict:
+    """The nested params dict of a checkpoint written by `save_params`, as NumPy arrays."""
+    path = Path(path).absolute()
+    shapes = param_shapes(path)
+    item = {"params": unflatten({k: np.zeros((), np.float32) for k in shapes})}
+    return _map_nested(np.asarray, _restore_partial(path, item)["params"])
+
+
+def restore_leaf(path: str | os.PathLike, keys: tuple[str, ...]) -> np.ndarray:
+    """One array leaf, e.g. ('params', 'encoder', 'encoder_norm', 'scale'), read alone."""
+    item = unflatten({"/".join(keys): np.zeros((), np.float32)})
+    node = _restore_partial(Path(path).absolute(), item)
     for k in keys:
         node = node[k]
     return np.asarray(node)
