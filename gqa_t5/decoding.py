@@ -125,6 +125,7 @@ def beam_search(
             if x.ndim == 0 or any(k in name for k in beam_invariant_cache_keys):
                 return x
             return _gather_beams(x, beam_idx_BW, B, W)
+
         return jax.tree_util.tree_map_with_path(leaf, cache)
 
     def cond(state):
@@ -137,20 +138,19 @@ def beam_search(
     def body(state):
         i, alive_logp, alive_seqs, fin_scores, fin_flags, fin_seqs, cache = state
         cur = jnp.where(
-            i == 0, start_id,
+            i == 0,
+            start_id,
             jax.lax.dynamic_slice_in_dim(alive_seqs, jnp.maximum(i - 1, 0), 1, axis=2),
         ).reshape(B * W, 1)
         logits, cache = tokens_to_logits(cur, cache)
         V = logits.shape[-1]
-        cand_BWV = alive_logp[:, :, None] + jax.nn.log_softmax(
-            logits.astype(jnp.float32)
-        ).reshape(B, W, V)
+        cand_BWV = alive_logp[:, :, None] + jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(
+            B, W, V
+        )
         top_logp, top_idx = jax.lax.top_k(cand_BWV.reshape(B, W * V), 2 * W)
         top_beam, top_tok = top_idx // V, (top_idx % V).astype(jnp.int32)
         top_seqs = _gather_beams(alive_seqs, top_beam, B, W)
-        top_seqs = jax.lax.dynamic_update_slice(
-            top_seqs, top_tok[:, :, None], (0, 0, i)
-        )
+        top_seqs = jax.lax.dynamic_update_slice(top_seqs, top_tok[:, :, None], (0, 0, i))
         is_eos = top_tok == eos_id
         # Alive: the best W candidates that did not just end.
         alive_cand = jnp.where(is_eos, NEG_INF, top_logp)

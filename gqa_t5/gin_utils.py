@@ -51,7 +51,7 @@ def parse_gin(
     for path in paths:
         gin.add_config_file_search_path(path)
     resolved = [_resolve(f, paths) for f in gin_files]
-    missing = [f for f, r in zip(gin_files, resolved) if r is None]
+    missing = [f for f, r in zip(gin_files, resolved, strict=True) if r is None]
     if missing:
         raise FileNotFoundError(
             f"gin file(s) not found: {missing}; searched {paths}. Pass --gin_search_paths "

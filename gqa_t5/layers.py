@@ -183,7 +183,10 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x_BTD: jax.Array, deterministic: bool = True) -> jax.Array:
         dense = functools.partial(
-            Dense, self.intermediate_dim, ("embed", "mlp"), dtype=self.dtype,
+            Dense,
+            self.intermediate_dim,
+            ("embed", "mlp"),
+            dtype=self.dtype,
             kernel_init=self.kernel_init,
         )
         hidden = []
@@ -195,8 +198,11 @@ class MlpBlock(nn.Module):
         h_BTF = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(h_BTF, deterministic)
         h_BTF = with_sharding_constraint(h_BTF, ("batch", "length", "mlp"))
         return Dense(
-            x_BTD.shape[-1], ("mlp", "embed"), dtype=self.dtype,
-            kernel_init=self.kernel_init, name="wo",
+            x_BTD.shape[-1],
+            ("mlp", "embed"),
+            dtype=self.dtype,
+            kernel_init=self.kernel_init,
+            name="wo",
         )(h_BTF)
 
 
@@ -309,10 +315,13 @@ def grouped_attention(
         if not deterministic and dropout_rate > 0:
             raise ValueError("the cudnn attention path has no dropout; use implementation='xla'")
         return jax.nn.dot_product_attention(
-            q_BTNH, k_BSKH, v_BSKH,
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
             bias=None if bias is None else bias.astype(q_BTNH.dtype),
             mask=None if mask is None else mask > 0,
-            scale=1.0, implementation="cudnn",
+            scale=1.0,
+            implementation="cudnn",
         )
     if implementation != "xla":
         raise ValueError(f"unknown attention implementation {implementation!r}; use xla or cudnn")
@@ -320,8 +329,15 @@ def grouped_attention(
     q_BTKGH = q_BTNH.reshape(B, T, K, G, H)
     logits_BKGTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH)
     return _softmax_and_combine(
-        logits_BKGTS, v_BSKH, "BKGTS,BSKH->BTKGH", bias, mask, float32_logits,
-        dropout_rate, dropout_rng, deterministic,
+        logits_BKGTS,
+        v_BSKH,
+        "BKGTS,BSKH->BTKGH",
+        bias,
+        mask,
+        float32_logits,
+        dropout_rate,
+        dropout_rng,
+        deterministic,
     ).reshape(B, T, N, H)
 
 
@@ -334,7 +350,14 @@ def _grouped(x: jax.Array | None, K: int) -> jax.Array | None:
 
 
 def _softmax_and_combine(
-    logits, v, combine_eq, bias, mask, float32_logits, dropout_rate, dropout_rng,
+    logits,
+    v,
+    combine_eq,
+    bias,
+    mask,
+    float32_logits,
+    dropout_rate,
+    dropout_rng,
     deterministic,
 ):
     K = logits.shape[1]
@@ -418,7 +441,9 @@ class GroupedQueryAttention(nn.Module):
         # NOTE: T5 does not scale logits by 1/sqrt(H); it is folded into the query init.
         depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
         query_init = lambda *a: self.kernel_init(*a) / depth_scaling
-        q_BTNH = self._project(inputs_q, "query", self.num_heads, ("embed", "joined_kv"), query_init)
+        q_BTNH = self._project(
+            inputs_q, "query", self.num_heads, ("embed", "joined_kv"), query_init
+        )
 
         if decode:
             out_BTNH = self._decode(q_BTNH, inputs_kv, mask, bias, decode_position, prefill)
@@ -428,14 +453,24 @@ class GroupedQueryAttention(nn.Module):
             if not deterministic and self.dropout_rate > 0.0:
                 dropout_rng = self.make_rng("dropout")
             out_BTNH = grouped_attention(
-                q_BTNH, k_BSKH, v_BSKH, bias, mask,
-                float32_logits=self.float32_logits, dropout_rate=self.dropout_rate,
-                dropout_rng=dropout_rng, deterministic=deterministic,
+                q_BTNH,
+                k_BSKH,
+                v_BSKH,
+                bias,
+                mask,
+                float32_logits=self.float32_logits,
+                dropout_rate=self.dropout_rate,
+                dropout_rng=dropout_rng,
+                deterministic=deterministic,
                 implementation=self.implementation,
             )
         return Dense(
-            inputs_q.shape[-1], ("joined_kv", "embed"), in_axes=2, dtype=self.dtype,
-            kernel_init=self.kernel_init, name="out",
+            inputs_q.shape[-1],
+            ("joined_kv", "embed"),
+            in_axes=2,
+            dtype=self.dtype,
+            kernel_init=self.kernel_init,
+            name="out",
         )(out_BTNH)
 
     def _decode(self, q_BTNH, inputs_kv, mask, bias, position, prefill):
@@ -450,7 +485,12 @@ class GroupedQueryAttention(nn.Module):
             cv = self.variable("cache", "cached_value", jnp.zeros, shape, self.dtype)
             k_BSKH, v_BSKH = self._kv(inputs_kv)
             return grouped_attention(
-                q_BTNH, k_BSKH, v_BSKH, bias, mask, float32_logits=self.float32_logits,
+                q_BTNH,
+                k_BSKH,
+                v_BSKH,
+                bias,
+                mask,
+                float32_logits=self.float32_logits,
                 implementation=self.implementation,
             )
         ck = self.variable("cache", "cached_key", jnp.zeros, (), self.dtype)

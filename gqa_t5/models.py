@@ -85,7 +85,8 @@ class EncoderDecoderModel:
         token_loss, z = cross_entropy_with_z_loss(logits, targets, self.z_loss)
         total = jnp.sum(token_loss * weights)
         denom = (
-            jnp.sum(weights) if self.loss_normalizing_factor is None
+            jnp.sum(weights)
+            if self.loss_normalizing_factor is None
             else jnp.asarray(self.loss_normalizing_factor, jnp.float32)
         )
         correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32) * weights
@@ -111,7 +112,12 @@ class EncoderDecoderModel:
         dec = jnp.ones((batch_size, max_decode_len), jnp.int32)
         shapes = jax.eval_shape(
             lambda p: self.module.apply(
-                {"params": p}, enc, dec, dec, enable_dropout=False, decode=True,
+                {"params": p},
+                enc,
+                dec,
+                dec,
+                enable_dropout=False,
+                decode=True,
                 mutable=["cache"],
             )[1]["cache"],
             params,
@@ -120,7 +126,9 @@ class EncoderDecoderModel:
 
     def encode(self, params, encoder_input_tokens: jax.Array) -> jax.Array:
         return self.module.apply(
-            {"params": params}, encoder_input_tokens, enable_dropout=False,
+            {"params": params},
+            encoder_input_tokens,
+            enable_dropout=False,
             method=Transformer.encode,
         )
 
@@ -128,7 +136,10 @@ class EncoderDecoderModel:
         """Project the encoder output to cross-attention K/V once and store it in `cache`."""
         dummy = jnp.zeros((encoded.shape[0], 1), jnp.int32)
         _, new = self.module.apply(
-            {"params": params, "cache": cache}, encoded, dummy, mutable=["cache"],
+            {"params": params, "cache": cache},
+            encoded,
+            dummy,
+            mutable=["cache"],
             method=Transformer.prefill_cross_attention,
         )
         return new["cache"]
@@ -138,9 +149,16 @@ class EncoderDecoderModel:
 
         def step(ids_B1, cache):
             logits, new = self.module.apply(
-                {"params": params, "cache": cache}, None, encoder_input_tokens, ids_B1, ids_B1,
-                enable_dropout=False, decode=True, max_decode_length=max_decode_len,
-                mutable=["cache"], method=Transformer.decode,
+                {"params": params, "cache": cache},
+                None,
+                encoder_input_tokens,
+                ids_B1,
+                ids_B1,
+                enable_dropout=False,
+                decode=True,
+                max_decode_length=max_decode_len,
+                mutable=["cache"],
+                method=Transformer.decode,
             )
             return logits[:, 0, :], new["cache"]
 
@@ -175,13 +193,27 @@ class EncoderDecoderModel:
         step = self.tokens_to_logits_fn(params, enc_tokens, L)
         if num_beams > 1:
             seqs, scores = decoding.beam_search(
-                step, cache, B, num_beams, L, eos_id=self.eos_id,
-                start_id=self.decoder_start_id, alpha=alpha,
+                step,
+                cache,
+                B,
+                num_beams,
+                L,
+                eos_id=self.eos_id,
+                start_id=self.decoder_start_id,
+                alpha=alpha,
             )
             return seqs[:, 0], scores[:, 0]
         return decoding.temperature_sample(
-            step, cache, B, L, eos_id=self.eos_id, start_id=self.decoder_start_id,
-            temperature=temperature, topk=topk, rng=rng, fixed_length=fixed_length,
+            step,
+            cache,
+            B,
+            L,
+            eos_id=self.eos_id,
+            start_id=self.decoder_start_id,
+            temperature=temperature,
+            topk=topk,
+            rng=rng,
+            fixed_length=fixed_length,
         )
 
 

@@ -54,8 +54,15 @@ class T5Config:
             object.__setattr__(self, "num_kv_heads", self.num_heads)
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
         object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
-        for name in ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
-                     "num_decoder_layers", "head_dim", "mlp_dim"):
+        for name in (
+            "vocab_size",
+            "emb_dim",
+            "num_heads",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "head_dim",
+            "mlp_dim",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"T5Config.{name} must be >= 1, got {getattr(self, name)}")
         h, k = self.num_heads, self.num_kv_heads
@@ -106,8 +113,11 @@ def _attention(cfg: T5Config, kv_heads: int, name: str, deterministic: bool, is_
 
 def _mlp(cfg: T5Config) -> layers.MlpBlock:
     return layers.MlpBlock(
-        intermediate_dim=cfg.mlp_dim, activations=cfg.mlp_activations,
-        dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, name="mlp",
+        intermediate_dim=cfg.mlp_dim,
+        activations=cfg.mlp_activations,
+        dropout_rate=cfg.dropout_rate,
+        dtype=cfg.dtype,
+        name="mlp",
     )
 
 
@@ -150,19 +160,32 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, y_BTD, encoded, self_bias, decoder_mask, encoder_decoder_mask,
-        deterministic: bool = True, decode: bool = False, decode_position=None,
+        self,
+        y_BTD,
+        encoded,
+        self_bias,
+        decoder_mask,
+        encoder_decoder_mask,
+        deterministic: bool = True,
+        decode: bool = False,
+        decode_position=None,
         prefill: bool = False,
     ):
         cfg = self.config
-        cross = _attention(cfg, cfg.num_kv_heads, "encoder_decoder_attention", deterministic,
-                           is_cross=True)
+        cross = _attention(
+            cfg, cfg.num_kv_heads, "encoder_decoder_attention", deterministic, is_cross=True
+        )
         if prefill:  # only project and cache the cross-attention keys/values
             cross(y_BTD, encoded, decode=True, prefill=True)
             return y_BTD
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_self_attention_layer_norm")(y_BTD)
         h = _attention(cfg, cfg.num_kv_heads, "self_attention", deterministic)(
-            h, h, decoder_mask, self_bias, decode=decode, decode_position=decode_position,
+            h,
+            h,
+            decoder_mask,
+            self_bias,
+            decode=decode,
+            decode_position=decode_position,
             deterministic=deterministic,
         )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
@@ -199,9 +222,16 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, encoded, decoder_input_tokens, decoder_positions=None, decoder_mask=None,
-        encoder_decoder_mask=None, deterministic: bool = True, decode: bool = False,
-        max_decode_length: int | None = None, prefill: bool = False,
+        self,
+        encoded,
+        decoder_input_tokens,
+        decoder_positions=None,
+        decoder_mask=None,
+        encoder_decoder_mask=None,
+        deterministic: bool = True,
+        decode: bool = False,
+        max_decode_length: int | None = None,
+        prefill: bool = False,
     ):
         cfg = self.config
         B, T = decoder_input_tokens.shape
@@ -228,8 +258,15 @@ class Decoder(nn.Module):
         layer_cls = _maybe_remat(cfg, DecoderLayer, static_argnums=(6, 7, 9))
         for i in range(cfg.num_decoder_layers):
             y = layer_cls(cfg, name=f"layers_{i}")(
-                y, encoded, self_bias, decoder_mask, encoder_decoder_mask, deterministic,
-                decode, position, prefill,
+                y,
+                encoded,
+                self_bias,
+                decoder_mask,
+                encoder_decoder_mask,
+                deterministic,
+                decode,
+                position,
+                prefill,
             )
             y = layers.with_sharding_constraint(y, ("batch", "length", "embed"))
         if prefill:
@@ -249,9 +286,7 @@ def _cache_length(decoder: nn.Module, max_decode_length: int | None) -> int:
     """Self-attention cache length, read off the first layer's cached keys."""
     length = decoder.variables["cache"]["layers_0"]["self_attention"]["cached_key"].shape[2]
     if max_decode_length is not None and max_decode_length > length:
-        raise ValueError(
-            f"max_decode_length={max_decode_length} exceeds the cache length {length}"
-        )
+        raise ValueError(f"max_decode_length={max_decode_length} exceeds the cache length {length}")
     return length
 
 
@@ -263,7 +298,9 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.config
         self.shared_embedding = layers.Embed(
-            num_embeddings=cfg.vocab_size, features=cfg.emb_dim, dtype=cfg.dtype,
+            num_embeddings=cfg.vocab_size,
+            features=cfg.emb_dim,
+            dtype=cfg.dtype,
             name="token_embedder",
         )
         self.encoder = Encoder(cfg, self.shared_embedding)
@@ -319,8 +356,14 @@ class Transformer(nn.Module):
                 dtype=cfg.dtype,
             )
         return self.decoder(
-            encoded, decoder_input_tokens, decoder_positions, decoder_mask, enc_dec_mask,
-            deterministic=not enable_dropout, decode=decode, max_decode_length=max_decode_length,
+            encoded,
+            decoder_input_tokens,
+            decoder_positions,
+            decoder_mask,
+            enc_dec_mask,
+            deterministic=not enable_dropout,
+            decode=decode,
+            max_decode_length=max_decode_length,
         )
 
     def prefill_cross_attention(self, encoded, decoder_input_tokens):
@@ -347,7 +390,14 @@ class Transformer(nn.Module):
     ):
         encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
         return self.decode(
-            encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-            encoder_segment_ids, decoder_segment_ids, decoder_positions,
-            enable_dropout=enable_dropout, decode=decode, max_decode_length=max_decode_length,
+            encoded,
+            encoder_input_tokens,
+            decoder_input_tokens,
+            decoder_target_tokens,
+            encoder_segment_ids,
+            decoder_segment_ids,
+            decoder_positions,
+            enable_dropout=enable_dropout,
+            decode=decode,
+            max_decode_length=max_decode_length,
         )
