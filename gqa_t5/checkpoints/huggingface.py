@@ -116,18 +116,32 @@ class HuggingFaceReader(Reader):
         root = self.path if self.path.is_dir() else self.path.parent
         config = _read_config(root)
         files = _weight_files(self.path)
-        tied = config.get("tie_word_embeddings", True)
-        if not config:
-            tied = not any("lm_head.weight" in read_safetensors_header(f)[0] for f in files)
-        for f in files:
-            header, start = read_safetensors_header(f)
+        headers = {f: read_safetensors_header(f) for f in files}
+        has_lm_head = any("lm_head.weight" in h for h, _ in headers.values())
+        tied = _tied_and_scaled(config, has_lm_head)
+        for f, (header, start) in headers.items():
             for name, info in sorted(header.items()):
                 target, transpose = hf_to_gqa_name(name, tied)
                 if target is None:
                     continue
                 shape = tuple(info["shape"])[::-1] if transpose else tuple(info["shape"])
                 self.add(target, shape, _loader(f, info, start, transpose))
+                if name == "shared.weight" and not tied and not has_lm_head:
+                    # transformers 5 saves T5.1.1 with lm_head tied to (and dropped in
+                    # favour of) the embedding, unscaled: an untied copy is equivalent.
+                    self.add(
+                        "decoder/logits_dense/kernel", shape[::-1], _loader(f, info, start, True)
+                    )
         self.hints = _hints(config, tied)
+
+
+def _tied_and_scaled(config: dict, has_lm_head: bool) -> bool:
+    """T5 1.0 logits: tied to the embedding and scaled by 1/sqrt(d_model)."""
+    if "scale_decoder_outputs" in config:  # transformers >= 5 says it directly
+        return bool(config["scale_decoder_outputs"])
+    if "tie_word_embeddings" in config:
+        return bool(config["tie_word_embeddings"])
+    return not has_lm_head
 
 
 def _read_config(root: Path) -> dict:
