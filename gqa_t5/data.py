@@ -1,0 +1,155 @@
+"""SeqIO datasets for the runner: tasks and mixtures, the encoder-decoder feature converter,
+packing, a seeded deterministic order, and the data position for resuming.
+
+The position is the number of examples consumed: the training stream is a deterministic
+function of the seed, so a restart skips `step * per_host_batch` converted (packed)
+examples and continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from collections.abc import Iterator, Mapping
+
+import jax
+import numpy as np
+import seqio
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    """t5x's `utils.DatasetConfig`: which SeqIO task, split, lengths and batch to read."""
+
+    mixture_or_task_name: str | seqio.Task | seqio.Mixture = ""
+    task_feature_lengths: Mapping[str, int] | None = None
+    split: str = "train"
+    batch_size: int = 8  # global, across all hosts
+    shuffle: bool = True
+    seed: int | None = 0
+    use_cached: bool = False
+    pack: bool = True
+    module: str | None = None
+    use_memory_cache: bool = False
+
+
+def import_task_module(module: str | None) -> None:
+    """Import the module that registers the tasks (t5x's MIXTURE_OR_TASK_MODULE)."""
+    if not module:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"cannot import MIXTURE_OR_TASK_MODULE={module!r} ({e}); pass the Python module "
+            "that registers your SeqIO tasks, e.g. --gin.MIXTURE_OR_TASK_MODULE=\"'tasks'\""
+        ) from e
+
+
+def get_task(cfg: DatasetConfig) -> seqio.Task | seqio.Mixture:
+    """The registered task or mixture, with a helpful error when it is missing."""
+    import_task_module(cfg.module)
+    name = cfg.mixture_or_task_name
+    if isinstance(name, seqio.Task | seqio.Mixture):
+        return name
+    if not name:
+        raise ValueError("no task given: set --gin.MIXTURE_OR_TASK_NAME=\"'<task name>'\"")
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        known = list(seqio.TaskRegistry.names()) + list(seqio.MixtureRegistry.names())
+        close = difflib.get_close_matches(name, known, n=5)
+        raise ValueError(
+            f"SeqIO task or mixture {name!r} is not registered. Set MIXTURE_OR_TASK_MODULE "
+            f"to the module that registers it (now {cfg.module!r})"
+            + (f"; did you mean one of {close}?" if close else "")
+        ) from None
+
+
+def check_vocabularies(task: seqio.Task | seqio.Mixture) -> None:
+    """Load every output feature's vocabulary now, so a bad path fails before training."""
+    for name, feature in task.output_features.items():
+        vocab = feature.vocabulary
+        try:
+            vocab.vocab_size  # noqa: B018  (forces SentencePiece to load its model file)
+        except Exception as e:  # TF and SentencePiece raise several types for a bad path
+            path = getattr(vocab, "sentencepiece_model_file", None)
+            raise FileNotFoundError(
+                f"vocabulary of feature {name!r} of {task.name!r} cannot be loaded"
+                + (f" from {path!r}" if path else "")
+                + f" ({type(e).__name__}); check the path the task registers"
+            ) from e
+
+
+def feature_converter(pack: bool) -> seqio.FeatureConverter:
+    return seqio.EncDecFeatureConverter(pack=pack)
+
+
+def per_host_batch_size(batch_size: int) -> int:
+    n = jax.process_count()
+    if batch_size % n:
+        raise ValueError(f"BATCH_SIZE={batch_size} must be divisible by the host count {n}")
+    return batch_size // n
+
+
+def get_dataset(
+    cfg: DatasetConfig,
+    *,
+    num_epochs: int | None = None,
+    skip_examples: int = 0,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """This host's batched model features, deterministic for a seed, from `skip_examples` on."""
+    task = get_task(cfg)
+    check_vocabularies(task)
+    if cfg.split not in _splits(task):
+        raise ValueError(f"split {cfg.split!r} not in {task.name!r} (has {sorted(_splits(task))})")
+    shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+    try:
+        ds = seqio.get_dataset(
+            task,
+            dict(cfg.task_feature_lengths or {}),
+            feature_converter(cfg.pack),
+            dataset_split=cfg.split,
+            use_cached=cfg.use_cached,
+            shuffle=cfg.shuffle,
+            num_epochs=num_epochs,
+            shard_info=shard,
+            seed=cfg.seed,
+            verbose=False,
+        )
+    except (tf.errors.NotFoundError, FileNotFoundError) as e:
+        raise FileNotFoundError(
+            f"data for {task.name!r} split {cfg.split!r} is missing ({e}). Download or "
+            "prepare it (TFDS: `tfds build`; cached tasks: seqio's cache_tasks_main, or set "
+            "USE_CACHED_TASKS = False)"
+        ) from e
+    if skip_examples:
+        ds = ds.skip(skip_examples)
+    return ds.batch(per_host_batch_size(cfg.batch_size), drop_remainder=drop_remainder)
+
+
+def _splits(task) -> set[str]:
+    if isinstance(task, seqio.Mixture):
+        return set.intersection(*[set(t.splits) for t in task.tasks])
+    return set(task.splits)
+
+
+def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+    """Batches as dicts of NumPy arrays (int32), in the dataset's order."""
+    for batch in ds.as_numpy_iterator():
+        yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+
+
+def model_feature_lengths(cfg: DatasetConfig) -> dict[str, int]:
+    """Encoder and decoder lengths the model sees (t5x's feature converter naming)."""
+    lengths = dict(cfg.task_feature_lengths or {})
+    missing = {"inputs", "targets"} - set(lengths)
+    if missing:
+        raise ValueError(
+            f"TASK_FEATURE_LENGTHS needs {sorted(missing)}, got {lengths}; e.g. "
+            "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 114}\""
+        )
+    return {"encoder": int(lengths["inputs"]), "decoder": int(lengths["targets"])}

@@ -1,0 +1,112 @@
+"""Greedy inference over a SeqIO task's split, written as JSON lines.
+
+    python -m gqa_t5.infer --gin_file=models/t5_1_1/large.gin --gin_file=runs/infer.gin \
+      --gin.CHECKPOINT_PATH="'/runs/ft/checkpoints/10000'" \
+      --gin.MIXTURE_OR_TASK_NAME="'cnn_dailymail_v002'" --gin.INFER_OUTPUT_DIR="'/tmp/infer'"
+
+One file per task, `INFER_OUTPUT_DIR/<task>-<step>.jsonl`, one line per example in the
+split's order: {"index", "inputs", "prediction", "targets"(when present)}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Any
+
+import jax
+import seqio
+
+from gqa_t5 import data
+from gqa_t5.eval import load_for_inference, predict_features
+from gqa_t5.models import EncoderDecoderModel
+from gqa_t5.partitioning import Partitioner
+
+
+def _task_examples(task: seqio.Task, cfg: data.DatasetConfig) -> tuple[list, list]:
+    """(raw examples, model features) of the split, in order, unpacked."""
+    lengths = dict(cfg.task_feature_lengths)
+    raw = task.get_dataset(
+        lengths, split=cfg.split, use_cached=cfg.use_cached, shuffle=False, num_epochs=1
+    )
+    feats = data.feature_converter(pack=False)(raw, lengths)
+    return list(raw.as_numpy_iterator()), list(feats.as_numpy_iterator())
+
+
+def _text(task: seqio.Task, ex: dict, name: str) -> str | None:
+    if f"{name}_pretokenized" in ex:
+        v = ex[f"{name}_pretokenized"]
+        return v.decode() if isinstance(v, bytes) else str(v)
+    if name in ex and name in task.output_features:
+        return task.output_features[name].vocabulary.decode(ex[name].tolist())
+    return None
+
+
+def infer(
+    *,
+    model: EncoderDecoderModel,
+    dataset_cfg: data.DatasetConfig,
+    checkpoint_path: str,
+    output_dir: str,
+    partitioner: Partitioner | None = None,
+) -> dict[str, Any]:
+    """Decode every example of the split; write `<task>-<step>.jsonl` per task."""
+    if not output_dir:
+        raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
+    lengths = data.model_feature_lengths(dataset_cfg)
+    root = data.get_task(dataset_cfg)
+    tasks = root.tasks if isinstance(root, seqio.Mixture) else [root]
+    tr, params, step = load_for_inference(
+        model, checkpoint_path, lengths["encoder"], lengths["decoder"], partitioner
+    )
+    out = pathlib.Path(output_dir).expanduser().absolute()
+    written = {}
+    for task in tasks:
+        data.check_vocabularies(task)
+        raw, feats = _task_examples(task, dataset_cfg)
+        preds = predict_features(tr, params, feats, dataset_cfg.batch_size)
+        vocab = task.output_features["targets"].vocabulary
+        lines = []
+        for i, (ex, p) in enumerate(zip(raw, preds)):
+            rec = {
+                "index": i,
+                "inputs": _text(task, ex, "inputs"),
+                "prediction": vocab.decode(p.tolist()),
+            }
+            target = _text(task, ex, "targets")
+            if target is not None:
+                rec["targets"] = target
+            lines.append(json.dumps(rec, ensure_ascii=False))
+        if jax.process_index() == 0:
+            path = out / f"{task.name}-{step if step is not None else 'final'}.jsonl"
+            _write_lines_atomic(path, lines)
+            written[task.name] = str(path)
+            logging.info("wrote %d predictions to %s", len(lines), path)
+    return {"checkpoint": str(checkpoint_path), "step": step, "outputs": written}
+
+
+def _write_lines_atomic(path: pathlib.Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def console_main() -> None:
+    from gqa_t5 import infer as this  # the gin-registered module, also under `python -m`
+    from gqa_t5.train import run_main
+
+    sys.exit(run_main(this.infer, sys.argv[1:], "Decode a SeqIO split with a GQA T5 checkpoint."))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,254 @@
+"""Train (pre-train, uptrain, fine-tune) a GQA T5 from gin, in t5x's conventions.
+
+    python -m gqa_t5.train --gin_file=models/t5_1_1/small.gin --gin_file=runs/pretrain.gin \
+      --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'c4_v220_span_corruption'"
+
+Restarts resume from the latest checkpoint in MODEL_DIR (step, parameters, optimizer state,
+data position). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with
+an error naming the step and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from gqa_t5 import checkpointing, data, optim, trainer, utils
+from gqa_t5.models import EncoderDecoderModel
+from gqa_t5.partitioning import Partitioner
+
+METRICS_FILE = "train_metrics.jsonl"
+
+
+def _setup(
+    model: EncoderDecoderModel,
+    cfg: data.DatasetConfig,
+    partitioner,
+    optimizer,
+    learning_rate_fn,
+    seed: int,
+) -> trainer.Trainer:
+    lengths = data.model_feature_lengths(cfg)
+    if partitioner is None:
+        partitioner = Partitioner(num_kv_heads=model.config.num_kv_heads)
+    if cfg.batch_size % (partitioner.data_size or 1):
+        raise ValueError(
+            f"BATCH_SIZE={cfg.batch_size} must be divisible by the mesh's data axis "
+            f"({partitioner.data_size})"
+        )
+    return trainer.Trainer(
+        model,
+        optimizer(learning_rate_fn),
+        learning_rate_fn,
+        partitioner,
+        lengths["encoder"],
+        lengths["decoder"],
+        seed=seed,
+    )
+
+
+def _initial_state(
+    tr: trainer.Trainer,
+    ckpt: checkpointing.CheckpointManager,
+    initial_checkpoint_path: str | None,
+    cfg: data.DatasetConfig,
+):
+    """(state, start step): the latest checkpoint, else INITIAL_CHECKPOINT_PATH, else init."""
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, data_state = ckpt.restore(latest, tr.abstract_state)
+        if data_state.get("batch_size") not in (None, cfg.batch_size):
+            raise ValueError(
+                f"MODEL_DIR's checkpoint was trained with BATCH_SIZE={data_state['batch_size']}"
+                f", now {cfg.batch_size}: the data position would not match. Use a new "
+                "MODEL_DIR (with INITIAL_CHECKPOINT_PATH) or the same batch size"
+            )
+        logging.info("resumed from %s/%d", ckpt.directory, latest)
+        return state, latest
+    if initial_checkpoint_path:
+        params = checkpointing.load_initial_params(initial_checkpoint_path, tr.abstract_params)
+        return tr.init_state(params), 0
+    return tr.init_state(), 0
+
+
+def _log(step: int, m: dict, rates: dict, writer: utils.SummaryWriter, model_dir: pathlib.Path):
+    weight = max(float(m["weight_sum"]), 1e-9)
+    record = {
+        "step": step,
+        "loss": float(m["loss_sum"]) / weight,  # per target token, z-loss included
+        "objective": float(m["loss"]),  # what was differentiated (LOSS_NORMALIZING_FACTOR)
+        "cross_ent_loss": (float(m["loss_sum"]) - float(m["z_loss_sum"])) / weight,
+        "z_loss": float(m["z_loss_sum"]) / weight,
+        "accuracy": float(m["correct_sum"]) / weight,
+        "learning_rate": float(m["learning_rate"]),
+        "grad_norm": float(m["grad_norm"]),
+        **rates,
+    }
+    logging.info(
+        "step %d  loss %.4f  accuracy %.4f  lr %.3g  %.2f steps/s  %.0f tokens/s  ETA %s",
+        step,
+        record["loss"],
+        record["accuracy"],
+        record["learning_rate"],
+        rates["steps_per_sec"],
+        rates["tokens_per_sec"],
+        utils.format_eta(rates["eta_sec"]),
+    )
+    if jax.process_index() == 0:
+        writer.scalars(step, {f"train/{k}": v for k, v in record.items() if k != "step"})
+        utils.append_jsonl(model_dir / METRICS_FILE, record)
+    return record
+
+
+def train(
+    *,
+    model: EncoderDecoderModel,
+    model_dir: str,
+    train_dataset_cfg: data.DatasetConfig,
+    total_steps: int,
+    learning_rate_fn: Callable = optim.constant_schedule,
+    optimizer: Callable = optim.adafactor,
+    partitioner: Partitioner | None = None,
+    checkpoint_period: int = 1000,
+    keep_checkpoints: int | None = None,
+    initial_checkpoint_path: str | None = None,
+    log_every: int = 100,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train to `total_steps`, resuming from MODEL_DIR; returns a summary dict."""
+    if not model_dir:
+        raise ValueError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path/to/run'\"")
+    if total_steps < 0 or log_every < 1:
+        raise ValueError(f"TRAIN_STEPS={total_steps} must be >= 0 and log_every >= 1")
+    model_dir_path = pathlib.Path(model_dir).expanduser().absolute()
+    model_dir_path.mkdir(parents=True, exist_ok=True)
+    _write_config(model_dir_path)
+    tr = _setup(model, train_dataset_cfg, partitioner, optimizer, learning_rate_fn, seed)
+    ckpt = checkpointing.CheckpointManager(
+        model_dir_path / "checkpoints", checkpoint_period, keep_checkpoints
+    )
+    state, start = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
+    per_host = data.per_host_batch_size(train_dataset_cfg.batch_size)
+    summary = {
+        "model_dir": str(model_dir_path),
+        "start_step": start,
+        "step": start,
+        "status": "done",
+        "last_metrics": None,
+    }
+    if start >= total_steps:
+        logging.info("already at step %d >= TRAIN_STEPS=%d; nothing to do", start, total_steps)
+        return summary
+    ds = data.get_dataset(train_dataset_cfg, num_epochs=None, skip_examples=start * per_host)
+    batches = data.numpy_batches(ds)
+    writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
+    progress = utils.Progress(start, total_steps)
+    data_state = lambda s: {
+        "step": s,
+        "examples_consumed_per_host": s * per_host,
+        "batch_size": train_dataset_cfg.batch_size,
+        "seed": train_dataset_cfg.seed,
+    }
+    step = start
+    with utils.StopSignals() as stop:
+        while step < total_steps:
+            batch = next(batches, None)
+            if batch is None:
+                raise RuntimeError(f"training data ran out at step {step}; is the split empty?")
+            progress.add_tokens(
+                np.sum(batch["decoder_target_tokens"] > 0)
+                + np.sum(batch["encoder_input_tokens"] > 0)
+            )
+            state, metrics = tr.train_step(state, tr.partitioner.host_batch_to_global(batch))
+            metrics = jax.device_get(metrics)
+            step += 1
+            trainer.check_finite(step, metrics)
+            if step % log_every == 0 or step == total_steps or stop.received:
+                summary["last_metrics"] = _log(
+                    step, metrics, progress.rates(step), writer, model_dir_path
+                )
+            if stop.received:
+                summary["status"] = f"stopped by signal {stop.received}"
+                break
+            ckpt.save(step, state, data_state(step))
+    if step not in ckpt.all_steps():
+        ckpt.save(step, state, data_state(step), force=True)
+    ckpt.close()
+    writer.close()
+    summary["step"] = step
+    logging.info(
+        "summary: %s at step %d (from %d), checkpoints in %s",
+        summary["status"],
+        step,
+        start,
+        ckpt.directory,
+    )
+    return summary
+
+
+def _write_config(model_dir: pathlib.Path) -> None:
+    import gin
+
+    if jax.process_index() == 0:
+        tmp = model_dir / ".config.gin.tmp"
+        tmp.write_text(gin.config_str())
+        tmp.replace(model_dir / "config.gin")
+
+
+def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
+    """Shared entry: parse t5x-style gin flags, run `fn` from gin, map errors to exit 1."""
+    import argparse
+
+    import gin
+    from gqa_t5 import gin_utils, partitioning
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--gin_file", action="append", default=[])
+    parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--gin_search_paths", action="append", default=[])
+    parser.add_argument("--coordinator_address", default=None)
+    args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
+    utils.setup_logging()
+    paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
+    try:
+        if not args.gin_file:
+            raise ValueError(
+                "no --gin_file given; e.g. --gin_file=models/t5_1_1/small.gin "
+                "--gin_file=runs/pretrain.gin"
+            )
+        partitioning.maybe_initialize_distributed(args.coordinator_address)
+        gin_utils.parse_gin(args.gin_file, args.gin_bindings, paths)
+        result = gin.get_configurable(fn)()
+    except (
+        ValueError,
+        FileNotFoundError,
+        ImportError,
+        KeyError,
+        TypeError,
+        trainer.NonFiniteLossError,
+        RuntimeError,
+    ) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"summary: {result}"
+        if not isinstance(result, dict)
+        else "summary: " + ", ".join(f"{k}={v}" for k, v in result.items() if k != "last_metrics")
+    )
+    return 0
+
+
+def console_main() -> None:
+    from gqa_t5 import train as this  # the gin-registered module, also under `python -m`
+
+    sys.exit(run_main(this.train, sys.argv[1:], "Train a GQA T5 model from gin files."))
+
+
+if __name__ == "__main__":
+    console_main()
