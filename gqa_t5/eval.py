@@ -158,12 +158,12 @@ def evaluate(
     def predict_fn(ds):
         items = list(ds.as_numpy_iterator())
         preds = predict_features(tr, params, (f for _, f in items), bs)
-        return [(int(i), p.tolist()) for (i, _), p in zip(items, preds)]
+        return [(int(i), p.tolist()) for (i, _), p in zip(items, preds, strict=True)]
 
     def score_fn(ds):
         items = list(ds.as_numpy_iterator())
         scores = _score_features(tr, params, (f for _, f in items), bs)
-        return [(int(i), s) for (i, _), s in zip(items, scores)]
+        return [(int(i), s) for (i, _), s in zip(items, scores, strict=True)]
 
     future, _ = evaluator.evaluate(
         compute_metrics=True, step=step or 0, predict_fn=predict_fn, score_fn=score_fn

@@ -71,7 +71,7 @@ def infer(
         preds = predict_features(tr, params, feats, dataset_cfg.batch_size)
         vocab = task.output_features["targets"].vocabulary
         lines = []
-        for i, (ex, p) in enumerate(zip(raw, preds)):
+        for i, (ex, p) in enumerate(zip(raw, preds, strict=True)):
             rec = {
                 "index": i,
                 "inputs": _text(task, ex, "inputs"),

@@ -65,7 +65,7 @@ def standard_logical_axis_rules(num_kv_heads: int | None, model_size: int) -> li
 def _spec_for(names: Sequence[str | None], shape: Sequence[int], rules: LogicalRules, mesh: Mesh):
     table = dict(rules)
     out = []
-    for name, dim in zip(names, shape):
+    for name, dim in zip(names, shape, strict=True):
         axis = table.get(name) if name is not None else None
         if axis is not None and (dim % mesh.shape[axis] or axis in out):
             axis = None

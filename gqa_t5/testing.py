@@ -82,7 +82,10 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, dir
 
 def exact_match(targets, predictions) -> dict[str, float]:
     """Percentage of predictions equal to their target string."""
-    return {"exact_match": 100.0 * float(np.mean([t == p for t, p in zip(targets, predictions)]))}
+    return {
+        "exact_match": 100.0
+        * float(np.mean([t == p for t, p in zip(targets, predictions, strict=True)]))
+    }
 
 
 def register_tiny_tasks(directory: str | pathlib.Path) -> seqio.Task:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
@@ -62,7 +63,10 @@ class Trainer:
         opt_lowered = jax.jit(self.optimizer.init, in_shardings=(self.param_shardings,)).lower(
             params_shape
         )
-        opt_shardings = opt_lowered.compile().output_shardings
+        opt_shardings = jax.tree_util.tree_map(
+            lambda sh: sh if isinstance(sh, NamedSharding) and sh.mesh == p.mesh else p.replicated,
+            opt_lowered.compile().output_shardings,
+        )
         opt_shape = jax.eval_shape(self.optimizer.init, params_shape)
         self.state_shardings = {
             "step": p.replicated,
