@@ -37,7 +37,7 @@ class CheckpointManager:
         self.directory = _abs(directory)
         self.period = period
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=period,
+            save_interval_steps=1,  # the period is decided in `save` (Orbax saves step 1 too)
             max_to_keep=keep,
             create=True,
             # Synchronous saves: a SIGKILL can only lose the checkpoint being written, and
@@ -57,12 +57,16 @@ class CheckpointManager:
 
     def save(self, step: int, state: Any, data_state: dict, force: bool = False) -> bool:
         """Save if `step` is on the period (or `force`); returns whether it saved."""
+        if not force and step % self.period:
+            return False
+        if step in self._manager.all_steps():
+            return False
         saved = self._manager.save(
             step,
             args=ocp.args.Composite(
                 **{STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state)}
             ),
-            force=force,
+            force=True,
         )
         self._manager.wait_until_finished()
         return bool(saved)
