@@ -1,0 +1,54 @@
+"""SeqIO tasks, preprocessors and metrics for the GQA paper's datasets (no model imports).
+
+`import tasks` registers every task and the fine-tuning mixture with the default
+vocabulary and data directories; nothing is read until a dataset is requested.
+Call `tasks.register_tasks(...)` to point them at another vocabulary or data directory.
+"""
+
+from tasks.registry import (
+    ALL_TASKS,
+    ARXIV,
+    C4_SPAN_CORRUPTION,
+    CNN_DAILYMAIL,
+    FEATURE_LENGTHS,
+    FINETUNE_MIXTURE,
+    FINETUNE_TASKS,
+    HEADLINE_METRIC,
+    MEDIA_SUM,
+    MULTI_NEWS,
+    PUBMED,
+    TFDS_SPECS,
+    TRIVIA_QA,
+    WMT14_ENDE,
+    build_command,
+    output_features,
+    register_tasks,
+)
+from tasks.sources import DataNotFoundError
+from tasks.vocab import VocabularyNotFoundError, get_vocabulary, train_tiny_sentencepiece
+
+__all__ = [
+    "ALL_TASKS",
+    "ARXIV",
+    "C4_SPAN_CORRUPTION",
+    "CNN_DAILYMAIL",
+    "DataNotFoundError",
+    "FEATURE_LENGTHS",
+    "FINETUNE_MIXTURE",
+    "FINETUNE_TASKS",
+    "HEADLINE_METRIC",
+    "MEDIA_SUM",
+    "MULTI_NEWS",
+    "PUBMED",
+    "TFDS_SPECS",
+    "TRIVIA_QA",
+    "VocabularyNotFoundError",
+    "WMT14_ENDE",
+    "build_command",
+    "get_vocabulary",
+    "output_features",
+    "register_tasks",
+    "train_tiny_sentencepiece",
+]
+
+register_tasks()
