@@ -1,10 +1,12 @@
 """Adafactor with T5.1.1's settings (through optax) and t5x's learning-rate schedules.
 
-Differences from t5x's own `adafactor.Adafactor`, all immaterial for T5.1.1's 1-D and 2-D
-parameters:
-- t5x decides which dimensions to factor from logical axis names; optax factors the two
-  largest dimensions when the smaller of them is >= `min_dim_size_to_factor`. For a 2-D
-  kernel the factored estimate (row r, column c, v = r c^T / sum r) is the same either way.
+Relation to t5x's own `adafactor.Adafactor` (differences are immaterial for T5.1.1's 1-D
+and 2-D parameters):
+- Same factoring: both factor the two largest dimensions when the smaller of them is
+  >= `min_dim_size_to_factor` (t5x ignores its logical factor rules for rank <= 2).
+  Both keep row/column second moments, decay 1 - (count + 1)^-0.8, clip the update's RMS
+  at 1.0 and scale by max(RMS(param), 1e-3); `test_optim.py` checks the arithmetic
+  against a float64 reference of that algorithm.
 - t5x keeps the optimizer state of a t5x checkpoint when uptraining; a converted checkpoint
   (INITIAL_CHECKPOINT_PATH) carries parameters only, so the second-moment estimate starts
   from zero. At count 0 the decay is 1 - 1^-0.8 = 0, so the first step uses that step's

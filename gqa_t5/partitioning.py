@@ -1,9 +1,9 @@
 """Device mesh, logical-axis rules and parameter shardings (t5x's partitioning, jax.sharding).
 
 The mesh has a `data` axis (batch) and a `model` axis (heads, mlp, vocab). Key/value
-projections (`joined_kv_heads`) go on `model` only when the number of key/value heads
-divides the model-axis size's multiple; otherwise they are replicated, so GQA-8 on a model
-axis of 16 or MQA never splits one head across devices. Any other dimension that the mesh
+projections (`joined_kv_heads`) go on `model` only when the model-axis size divides the
+number of key/value heads; otherwise they are replicated, so GQA-8 on a model axis of 16
+or MQA never splits one head across devices. Any other dimension that the mesh
 axis does not divide is replicated too.
 """
 
