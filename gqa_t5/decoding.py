@@ -46,8 +46,7 @@ def temperature_sample(
 
     def cond(state):
         i, _, _, _, ended, _, _ = state
-        running = i < L
-        return running if fixed_length else jnp.logical_and(running, ~jnp.all(ended))
+        return jnp.logical_and(i < L, ~jnp.all(ended))
 
     def body(state):
         i, seqs, cur, cache, ended, logp, rng = state
@@ -78,7 +77,12 @@ def temperature_sample(
         jnp.zeros((B,), jnp.float32),
         rng,
     )
-    _, seqs, _, _, _, logp, _ = jax.lax.while_loop(cond, body, state)
+    if fixed_length:
+        # A static trip count: XLA need not copy the loop predicate to the host each step.
+        final = jax.lax.fori_loop(0, L, lambda _, s: body(s), state)
+    else:
+        final = jax.lax.while_loop(cond, body, state)
+    _, seqs, _, _, _, logp, _ = final
     return seqs, logp
 
 

@@ -143,11 +143,11 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x_BTD, bias, mask, deterministic: bool = True):
+    def __call__(self, x_BTD, bias, mask, deterministic: bool = True, lengths=None):
         cfg = self.config
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_attention_layer_norm")(x_BTD)
         h = _attention(cfg, cfg.encoder_kv_heads, "attention", deterministic)(
-            h, h, mask, bias, deterministic=deterministic
+            h, h, mask, bias, deterministic=deterministic, kv_lengths=lengths
         )
         x_BTD = x_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(x_BTD)
@@ -202,7 +202,7 @@ class Encoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True):
+    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True, lengths=None):
         cfg = self.config
         x = self.shared_embedding(tokens_BT.astype(jnp.int32)).astype(cfg.dtype)
         x = _dropout(cfg, x, deterministic)
@@ -210,7 +210,7 @@ class Encoder(nn.Module):
         bias = _relpos(cfg)(T, T, bidirectional=True)
         layer_cls = _maybe_remat(cfg, EncoderLayer, static_argnums=(4,))
         for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic)
+            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic, lengths)
             x = layers.with_sharding_constraint(x, ("batch", "length", "embed"))
         x = layers.RMSNorm(dtype=cfg.dtype, name="encoder_norm")(x)
         return _dropout(cfg, x, deterministic)
@@ -311,13 +311,19 @@ class Transformer(nn.Module):
         mask = layers.make_attention_mask(
             encoder_input_tokens > 0, encoder_input_tokens > 0, dtype=cfg.dtype
         )
+        lengths = None
         if encoder_segment_ids is not None:
             mask = layers.combine_masks(
                 mask,
                 layers.make_attention_mask(encoder_segment_ids, encoder_segment_ids, jnp.equal),
                 dtype=cfg.dtype,
             )
-        return self.encoder(encoder_input_tokens, mask, deterministic=not enable_dropout)
+        elif cfg.resolved_attention_impl(enable_dropout and cfg.dropout_rate > 0) == "cudnn":
+            # Unpacked inputs are right-padded: mask by length (see grouped_attention).
+            lengths = jnp.sum(encoder_input_tokens > 0, axis=-1).astype(jnp.int32)
+        return self.encoder(
+            encoder_input_tokens, mask, deterministic=not enable_dropout, lengths=lengths
+        )
 
     def decode(
         self,

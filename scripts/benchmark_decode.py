@@ -1,0 +1,399 @@
+"""Decode-speed benchmark: T5.1.1 Large / XXL with random bf16 weights, greedy, fixed length.
+
+For each (model, G): encoder (prefill) time, cross-attention K/V fill, decode loop,
+seconds per sample, ms per step, tokens/s, peak device memory, and achieved HBM GB/s
+against the bandwidth floor (bytes per step counted as in shared/PAPER.md: decoder
+weights read each step, every K/V-cache byte read; cross K/V projections excluded).
+Writes JSON (one record per configuration, rewritten after each) and prints a table.
+
+Needs only JAX (runs on the GPU image). `--smoke` runs a tiny model on CPU.
+
+  python scripts/benchmark_decode.py --model xxl --groups 1,8,64 --out benchmarks/decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from gqa_t5.models import EncoderDecoderModel  # noqa: E402
+from gqa_t5.network import T5Config  # noqa: E402
+
+SIZES = {
+    "tiny": dict(
+        emb_dim=64,
+        num_heads=8,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        head_dim=8,
+        mlp_dim=128,
+        vocab_size=256,
+    ),
+    "large": dict(
+        emb_dim=1024,
+        num_heads=16,
+        num_encoder_layers=24,
+        num_decoder_layers=24,
+        head_dim=64,
+        mlp_dim=2816,
+        vocab_size=32128,
+    ),
+    "xxl": dict(
+        emb_dim=4096,
+        num_heads=64,
+        num_encoder_layers=24,
+        num_decoder_layers=24,
+        head_dim=64,
+        mlp_dim=10240,
+        vocab_size=32128,
+    ),
+}
+
+
+def random_params(model: EncoderDecoderModel, seed: int, dtype) -> dict:
+    """Random weights drawn leaf by leaf on the device, scaled like T5's initializers."""
+    shapes = jax.eval_shape(lambda r: model.init(r, 8, 8), jax.random.PRNGKey(0))["params"]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    out = []
+    for (path, s), k in zip(leaves, keys, strict=True):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            out.append(jnp.ones(s.shape, dtype))
+            continue
+        std = 1.0 if "embedding" in name and "rel" not in name else s.shape[0] ** -0.5
+        out.append((jax.random.normal(k, s.shape, jnp.float32) * std).astype(dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def decode_floor_bytes(cfg: T5Config, B: int, S: int, L: int, elt: int = 2) -> dict:
+    """Fewest bytes one greedy step must read, averaged over the L steps."""
+    D, N, K, H, F = cfg.emb_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+    n_wi = len(cfg.mlp_activations)
+    per_layer = (
+        D * N * H * 2
+        + D * K * H * 2  # self: query, out; key, value
+        + D * N * H * 2  # cross: query, out (its K/V are projected once per input)
+        + D * F * (n_wi + 1)
+        + 3 * D  # layer norms
+    )
+    weights = (per_layer * cfg.num_decoder_layers + D * cfg.vocab_size) * elt
+    cross = B * K * S * H * 2 * elt * cfg.num_decoder_layers
+    self_avg = B * K * ((L + 1) / 2) * H * 2 * elt * cfg.num_decoder_layers
+    return {
+        "weights": weights,
+        "cross_kv": cross,
+        "self_kv_avg": self_avg,
+        "total": weights + cross + self_avg,
+    }
+
+
+def encoder_flops(cfg: T5Config, B: int, S: int) -> float:
+    D, N, H, F = cfg.emb_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim
+    K = cfg.encoder_kv_heads
+    n_wi = len(cfg.mlp_activations)
+    matmul = 2 * B * S * (D * N * H * 2 + D * K * H * 2 + D * F * (n_wi + 1))
+    attn = 4 * B * S * S * N * H
+    return float((matmul + attn) * cfg.num_encoder_layers)
+
+
+def timed(fn, *args, repeats: int):
+    out = jax.block_until_ready(fn(*args))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def measure_ceilings() -> dict:
+    """Device-to-device copy bandwidth and bf16 matmul rate, measured here."""
+    x = jnp.ones((1 << 30,), jnp.bfloat16)  # 2 GiB
+    copy = jax.jit(lambda a: a * 1)
+    t, _ = timed(copy, x, repeats=5)
+    a = jax.random.normal(jax.random.PRNGKey(0), (8192, 8192), jnp.bfloat16)
+    mm = jax.jit(lambda p, q: p @ q)
+    tm, _ = timed(mm, a, a, repeats=10)
+    del x
+    return {"copy_GBps": 2 * 2 * (1 << 30) / t / 1e9, "bf16_matmul_TFLOPs": 2 * 8192**3 / tm / 1e12}
+
+
+def check_against_teacher_forcing(model, params, enc, steps: int = 8) -> float:
+    """Relative error of cached step logits vs the full forward pass on the same tokens."""
+    B = enc.shape[0]
+
+    @jax.jit
+    def fill(p, e):
+        return model.prefill(p, model.init_cache(p, B, e.shape[1], steps), model.encode(p, e))
+
+    @jax.jit
+    def step(p, e, ids, c):
+        return model.tokens_to_logits_fn(p, e, steps)(ids, c)
+
+    cache = fill(params, enc)
+    ids = jnp.zeros((B, 1), jnp.int32)
+    got, inputs = [], [ids]
+    for _ in range(steps):
+        logits, cache = step(params, enc, ids, cache)
+        got.append(logits)
+        ids = jnp.argmax(logits, -1)[:, None].astype(jnp.int32)
+        inputs.append(ids)
+    dec_in = jnp.concatenate(inputs[:-1], axis=1)
+    batch = {
+        "encoder_input_tokens": enc,
+        "decoder_input_tokens": dec_in,
+        "decoder_target_tokens": jnp.ones_like(dec_in),
+    }
+    full = jax.jit(model.logits)(params, batch).astype(jnp.float32)
+    got = jnp.stack(got, 1).astype(jnp.float32)
+    return float(jnp.linalg.norm(got - full) / jnp.linalg.norm(full))
+
+
+def profile_summary(fn, *args, top: int = 30) -> dict:
+    """Per-kernel GPU time for one call of `fn`, from a perfetto trace (CUPTI)."""
+    import glob
+    import gzip
+    import tempfile
+
+    d = tempfile.mkdtemp()
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+        jax.block_until_ready(fn(*args))
+    paths = glob.glob(f"{d}/**/perfetto_trace.json.gz", recursive=True)
+    if not paths:
+        return {"error": "no perfetto trace written"}
+    events = json.load(gzip.open(paths[0]))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    gpu = [p for p, n in names.items() if "GPU" in n or "gpu" in n]
+    kern = [e for e in events if e.get("ph") == "X" and e.get("pid") in gpu]
+    if not kern:
+        return {"error": "no GPU events", "processes": list(names.values())[:20]}
+    per = {}
+    for e in kern:
+        k = e["name"][:80]
+        c, t = per.get(k, (0, 0.0))
+        per[k] = (c + 1, t + e.get("dur", 0.0))
+    start = min(e["ts"] for e in kern)
+    end = max(e["ts"] + e.get("dur", 0.0) for e in kern)
+    busy, cur_s, cur_e = 0.0, None, None
+    for e in sorted(kern, key=lambda e: e["ts"]):
+        s0, e0 = e["ts"], e["ts"] + e.get("dur", 0.0)
+        if cur_e is None or s0 > cur_e:
+            busy += 0 if cur_e is None else cur_e - cur_s
+            cur_s, cur_e = s0, e0
+        else:
+            cur_e = max(cur_e, e0)
+    busy += cur_e - cur_s
+    ranked = sorted(per.items(), key=lambda kv: -kv[1][1])[:top]
+    return {
+        "span_us": end - start,
+        "busy_us": busy,
+        "kernels": len(kern),
+        "top": [{"name": k, "count": c, "total_us": t} for k, (c, t) in ranked],
+    }
+
+
+def run_one(size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, profile):
+    cfg = T5Config(**SIZES[size], num_kv_heads=G, dtype=dtype, attention_impl=attention_impl)
+    model = EncoderDecoderModel(cfg)
+    params = random_params(model, seed=G, dtype=dtype)
+    rng = np.random.RandomState(0)
+    enc = jnp.asarray(rng.randint(2, cfg.vocab_size, (B, S)), jnp.int32)
+    rec = {
+        "model": size,
+        "num_heads": cfg.num_heads,
+        "num_kv_heads": G,
+        "batch": B,
+        "input_len": S,
+        "output_len": L,
+        "attention_impl": cfg.resolved_attention_impl(False),
+    }
+    if check:
+        rec["check_rel_err_vs_teacher_forcing"] = check_against_teacher_forcing(
+            model, params, enc[:2]
+        )
+    encode = jax.jit(model.encode)
+    t_enc, encoded = timed(encode, params, enc, repeats=repeats)
+
+    def fill(p, e):
+        return model.prefill(p, model.init_cache(p, B, S, L), e)
+
+    t_fill, cache = timed(jax.jit(fill), params, encoded, repeats=repeats)
+    del cache
+
+    def fill_and_decode(p, encoded, e):
+        from gqa_t5 import decoding
+
+        step = model.tokens_to_logits_fn(p, e, L)
+        return decoding.temperature_sample(
+            step, fill(p, encoded), B, L, eos_id=1, fixed_length=True
+        )
+
+    run = jax.jit(fill_and_decode)
+    t_both, (seqs, _) = timed(run, params, encoded, enc, repeats=repeats)
+    t_dec = t_both - t_fill
+    if profile:
+        rec["profile_fill_and_decode"] = profile_summary(run, params, encoded, enc)
+    floor = decode_floor_bytes(cfg, B, S, L)
+    step_s = t_dec / L
+    total = t_enc + t_fill + t_dec
+    stats = jax.devices()[0].memory_stats() or {}
+    bw = ceilings.get("copy_GBps")
+    rec.update(
+        {
+            "encode_s": t_enc,
+            "cross_kv_fill_s": t_fill,
+            "decode_s": t_dec,
+            "s_per_sample": total / B,
+            "ms_per_step": step_s * 1e3,
+            "tokens_per_s": B * L / total,
+            "floor_bytes_per_step": floor,
+            "achieved_GBps": floor["total"] / step_s / 1e9,
+            "fraction_of_floor": (floor["total"] / (bw * 1e9)) / step_s if bw else None,
+            "encoder_TFLOPs": encoder_flops(cfg, B, S) / t_enc / 1e12,
+            "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
+            "nonzero_tokens": int(jnp.sum(seqs > 0)),
+        }
+    )
+    return rec
+
+
+def run_isolated(args, G: int, check: bool, profile: bool, ceilings: dict) -> dict:
+    """One configuration in a fresh process: clean device memory and peak statistics."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--single",
+            f.name,
+            "--model",
+            args.model,
+            "--groups",
+            str(G),
+            "--batch",
+            str(args.batch),
+            "--input_len",
+            str(args.input_len),
+            "--output_len",
+            str(args.output_len),
+            "--repeats",
+            str(args.repeats),
+            "--attention_impl",
+            args.attention_impl,
+            "--ceilings_json",
+            json.dumps(ceilings),
+        ]
+        cmd += ["--check"] * check + ["--profile"] * profile
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 and pathlib.Path(f.name).stat().st_size:
+            return json.loads(pathlib.Path(f.name).read_text())
+        tail = (proc.stderr or proc.stdout)[-600:]
+        return {
+            "model": args.model,
+            "num_kv_heads": G,
+            "batch": args.batch,
+            "error": tail.strip().splitlines()[-1] if tail.strip() else "failed",
+            "stderr_tail": tail,
+        }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="xxl", choices=sorted(SIZES))
+    ap.add_argument("--groups", default="1,8,64")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--input_len", type=int, default=2048)
+    ap.add_argument("--output_len", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--attention_impl", default="auto")
+    ap.add_argument("--check", action="store_true", help="compare cached steps vs full pass")
+    ap.add_argument("--no_ceilings", action="store_true")
+    ap.add_argument("--out", default="benchmarks/decode.json")
+    ap.add_argument("--profile", action="store_true", help="per-kernel trace of the first G")
+    ap.add_argument("--single", help=argparse.SUPPRESS)
+    ap.add_argument("--ceilings_json", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    if args.single:
+        rec = run_one(
+            args.model,
+            int(args.groups),
+            args.batch,
+            args.input_len,
+            args.output_len,
+            dtype,
+            args.repeats,
+            args.check,
+            json.loads(args.ceilings_json),
+            args.attention_impl,
+            args.profile,
+        )
+        pathlib.Path(args.single).write_text(json.dumps(rec))
+        return rec
+    ceilings = {} if args.no_ceilings else measure_ceilings()
+    out = pathlib.Path(args.out)
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "host": platform.node(),
+        "ceilings": ceilings,
+        "runs": [],
+    }
+    print(json.dumps({"ceilings": ceilings, "device": result["device"]}), flush=True)
+    for i, G in enumerate(int(g) for g in args.groups.split(",")):
+        t0 = time.perf_counter()
+        rec = run_isolated(
+            args, G, check=args.check and i == 0, profile=args.profile and i == 0, ceilings=ceilings
+        )
+        rec["wall_s"] = time.perf_counter() - t0
+        result["runs"].append(rec)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out)
+        show = {
+            k: v
+            for k, v in rec.items()
+            if k not in ("floor_bytes_per_step", "profile_fill_and_decode")
+        }
+        print(json.dumps(show), flush=True)
+    print(
+        f"{'model':6} {'G':>3} {'B':>3} {'s/sample':>9} {'ms/step':>8} {'enc s':>7} "
+        f"{'GB/s':>7} {'floor%':>7}"
+    )
+    for r in result["runs"]:
+        if "error" in r:
+            print(f"{r['model']:6} {r['num_kv_heads']:>3} {r['batch']:>3}  {r['error'][:60]}")
+            continue
+        frac = r["fraction_of_floor"]
+        print(
+            f"{r['model']:6} {r['num_kv_heads']:>3} {r['batch']:>3} {r['s_per_sample']:9.4f} "
+            f"{r['ms_per_step']:8.2f} {r['encode_s']:7.3f} {r['achieved_GBps']:7.0f} "
+            f"{(frac or 0) * 100:6.1f}%"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
