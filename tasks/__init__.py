@@ -21,6 +21,7 @@ from tasks.registry import (
     TRIVIA_QA,
     WMT14_ENDE,
     build_command,
+    missing_data,
     output_features,
     register_tasks,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "WMT14_ENDE",
     "build_command",
     "get_vocabulary",
+    "missing_data",
     "output_features",
     "register_tasks",
     "train_tiny_sentencepiece",

@@ -162,3 +162,22 @@ def register_tasks(
     # Equal rates: the paper fine-tunes (and reports) each task on its own; the mixture
     # is a convenience for multi-task runs.
     seqio.MixtureRegistry.add(FINETUNE_MIXTURE, list(FINETUNE_TASKS), default_rate=1.0)
+
+
+def missing_data(
+    tfds_data_dir: str | None = None, media_sum_dir: str | None = None
+) -> dict[str, str | None]:
+    """For each task, the missing-data message (what to run or download), or None if ready."""
+    status: dict[str, str | None] = {}
+    for name, spec in TFDS_SPECS.items():
+        source = sources.PreparedTfdsSource(
+            spec.tfds_name, build_command(name), tfds_data_dir, spec.splits
+        )
+        error = source.missing_data_error()
+        status[name] = str(error) if error else None
+    try:
+        sources.mediasum_files(sources.mediasum_dir(media_sum_dir))
+        status[MEDIA_SUM] = None
+    except sources.DataNotFoundError as e:
+        status[MEDIA_SUM] = str(e)
+    return status

@@ -105,7 +105,7 @@ def mediasum_dir(path: str | None = None) -> str:
     )
 
 
-def _mediasum_files(directory: str) -> tuple[str, str]:
+def mediasum_files(directory: str) -> tuple[str, str]:
     samples = os.path.join(directory, MEDIASUM_SAMPLES)
     split_files = [os.path.join(directory, f) for f in MEDIASUM_SPLIT_FILES]
     split_file = next((f for f in split_files if tf.io.gfile.exists(f)), None)
@@ -136,7 +136,7 @@ def mediasum_examples(directory: str, split: str) -> Iterator[dict[str, str]]:
         raise ValueError(
             f"MediaSum split {split!r} unknown; use one of {list(_MEDIASUM_SPLIT_KEYS)}."
         )
-    samples_path, split_path = _mediasum_files(directory)
+    samples_path, split_path = mediasum_files(directory)
     ids = set(_read_json(split_path)[_MEDIASUM_SPLIT_KEYS[split]])
     for sample in _read_json(samples_path):
         if sample["id"] in ids:
@@ -153,7 +153,7 @@ def mediasum_source(directory: str | None = None) -> seqio.DataSource:
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # one file; seqio's Task shuffles examples after the source
         root = mediasum_dir(directory)
-        _mediasum_files(root)  # fail now, not at the first next() deep inside tf.data
+        mediasum_files(root)  # fail now, not at the first next() deep inside tf.data
         signature = {k: tf.TensorSpec([], tf.string) for k in ("id", "interview", "summary")}
         return tf.data.Dataset.from_generator(
             lambda: mediasum_examples(root, split), output_signature=signature
