@@ -110,15 +110,20 @@ class EncoderDecoderModel:
         """Zeroed decode cache: self-attention [B, K, L, H], cross [B, K, S, H] per layer."""
         enc = jnp.ones((batch_size, input_len), jnp.int32)
         dec = jnp.ones((batch_size, max_decode_len), jnp.int32)
+        encoded = jnp.zeros((batch_size, input_len, self.config.emb_dim), self.config.dtype)
+        # Shapes only, through `decode`: the encoder's weights are not needed (and may
+        # already be freed when serving).
         shapes = jax.eval_shape(
             lambda p: self.module.apply(
                 {"params": p},
+                encoded,
                 enc,
                 dec,
                 dec,
                 enable_dropout=False,
                 decode=True,
                 mutable=["cache"],
+                method=Transformer.decode,
             )[1]["cache"],
             params,
         )
