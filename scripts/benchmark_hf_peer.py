@@ -37,6 +37,9 @@ def run(model_name: str, batch: int, cache: str, input_len: int, output_len: int
         feed_forward_proj="gated-gelu",
         tie_word_embeddings=False,
         dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):

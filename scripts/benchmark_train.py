@@ -82,7 +82,10 @@ def run(size, B, S, T, steps, impl, remat, G):
         "constant * rsqrt_decay", base_learning_rate=1.0, warmup_steps=10_000
     )
     trainer = Trainer(model, optim.adafactor(lr), lr, Partitioner(1), S, T)
+    t_init = time.perf_counter()
     state = trainer.init_state()
+    jax.block_until_ready(state)
+    print(f"{size} B={B} {impl}: state ready in {time.perf_counter() - t_init:.1f}s", flush=True)
     batch = jax.device_put(packed_batch(B, S, T, cfg.vocab_size))
     t0 = time.perf_counter()
     state, m = trainer.train_step(state, batch)
