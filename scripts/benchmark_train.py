@@ -26,7 +26,7 @@ from gqa_t5.models import EncoderDecoderModel  # noqa: E402
 from gqa_t5.network import T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
-from scripts.benchmark_decode import SIZES  # noqa: E402
+from scripts.benchmark_decode import SIZES, random_params  # noqa: E402
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheets
 
@@ -83,7 +83,12 @@ def run(size, B, S, T, steps, impl, remat, G):
     )
     trainer = Trainer(model, optim.adafactor(lr), lr, Partitioner(1), S, T)
     t_init = time.perf_counter()
-    state = trainer.init_state()
+    # Random weights drawn directly (as in the decode benchmark): compiling the model's
+    # own initializer for Large took over 3 minutes on the GPU image.
+    params = jax.device_put(
+        random_params(model, seed=0, dtype=jnp.float32), trainer.param_shardings
+    )
+    state = trainer.init_state(params)
     jax.block_until_ready(state)
     print(f"{size} B={B} {impl}: state ready in {time.perf_counter() - t_init:.1f}s", flush=True)
     batch = jax.device_put(packed_batch(B, S, T, cfg.vocab_size))
