@@ -370,12 +370,6 @@ def test_missing_data_error_honours_tfds_data_dir_env(vocab, tmp_path, monkeypat
 
 def test_prepared_source_reads_a_built_dataset(tmp_path, monkeypatch):
     # A real (tiny) TFDS dataset on disk: the check passes and TFDS reads it.
-    try:
-        import importlib_resources  # noqa: F401
-    except ImportError:  # TFDS 4.9.10 builds need it; the stdlib module has the same API
-        import importlib.resources
-
-        monkeypatch.setitem(sys.modules, "importlib_resources", importlib.resources)
     builder = tfds.testing.DummyDataset(data_dir=str(tmp_path))
     builder.download_and_prepare()
     source = tasks.sources.PreparedTfdsSource(
