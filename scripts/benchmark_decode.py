@@ -14,6 +14,7 @@ Needs only JAX (runs on the GPU image). `--smoke` runs a tiny model on CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -101,6 +102,15 @@ def decode_floor_bytes(cfg: T5Config, B: int, S: int, L: int, elt: int = 2) -> d
         "self_kv_avg": self_avg,
         "total": weights + cross + self_avg,
     }
+
+
+def per_device_bytes(floor: dict, mesh_mode: str | None) -> float:
+    """Floor bytes one device reads per step: weights are replicated under "batch"."""
+    n = len(jax.devices()) if mesh_mode else 1
+    caches = floor["cross_kv"] + floor["self_kv_avg"]
+    if mesh_mode == "batch":
+        return floor["weights"] + caches / n
+    return floor["total"] / n
 
 
 def encoder_flops(cfg: T5Config, B: int, S: int) -> float:
@@ -236,12 +246,47 @@ def profile_summary(fn, *args, top: int = 30) -> dict:
     }
 
 
-def run_one(size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, profile):
+def placement(model: EncoderDecoderModel, mesh_mode: str | None):
+    """(partitioner, param shardings, batch sharding, cache-sharding fn) for a mesh mode.
+
+    "batch": the batch split over all devices, weights replicated (data parallel);
+    "kv_heads": heads, key/value heads, MLP and vocab split over all devices (model
+    parallel), each device holding its key/value heads' caches.
+    """
+    if mesh_mode is None:
+        return None, None, None, None
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from gqa_t5.partitioning import Partitioner
+
+    n = len(jax.devices())
+    part = Partitioner(
+        num_partitions=n if mesh_mode == "kv_heads" else 1, num_kv_heads=model.config.num_kv_heads
+    )
+    variables = jax.eval_shape(lambda r: model.init(r, 8, 8), jax.random.PRNGKey(0))
+    p_sh = part.param_shardings(variables["params_axes"], variables["params"])
+    b_sh = part.batch_sharding if mesh_mode == "batch" else part.replicated
+    spec = PartitionSpec("data") if mesh_mode == "batch" else PartitionSpec(None, "model")
+
+    def cache_sharding(cache):
+        return jax.tree_util.tree_map(
+            lambda x: NamedSharding(part.mesh, spec if x.ndim == 4 else PartitionSpec()), cache
+        )
+
+    return part, p_sh, b_sh, cache_sharding
+
+
+def run_one(
+    size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, profile, mesh_mode=None
+):
     cfg = T5Config(**SIZES[size], num_kv_heads=G, dtype=dtype, attention_impl=attention_impl)
     model = EncoderDecoderModel(cfg)
+    part, p_sh, b_sh, cache_sharding = placement(model, mesh_mode)
     params = random_params(model, seed=G, dtype=dtype)
     rng = np.random.RandomState(0)
     enc = jnp.asarray(rng.randint(2, cfg.vocab_size, (B, S)), jnp.int32)
+    if part is not None:
+        params, enc = jax.device_put(params, p_sh), jax.device_put(enc, b_sh)
     rec = {
         "model": size,
         "num_heads": cfg.num_heads,
@@ -250,35 +295,41 @@ def run_one(size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, p
         "input_len": S,
         "output_len": L,
         "attention_impl": cfg.resolved_attention_impl(False),
+        "mesh": mesh_mode,
+        "devices": len(jax.devices()) if mesh_mode else 1,
     }
     if check:
         rec["check_rel_err"] = check_against_references(cfg, enc[:2])
-    encode = jax.jit(model.encode)
-    t_enc, encoded = timed(encode, params, enc, repeats=repeats)
-    # Decoding never reads the encoder's weights again: free them (11 GB for XXL), as a
-    # server would, so multi-head XXL's 32 GB of K/V caches fit beside the decoder.
-    for leaf in jax.tree_util.tree_leaves(params.pop("encoder")):
-        leaf.delete()
+    ctx = part.activation_context() if part is not None else contextlib.nullcontext()
+    with ctx:
+        t_enc, encoded = timed(jax.jit(model.encode), params, enc, repeats=repeats)
+        # Decoding never reads the encoder's weights again: free them (11 GB for XXL), as
+        # a server would, so multi-head XXL's 32 GB of K/V caches fit beside the decoder.
+        for leaf in jax.tree_util.tree_leaves(params.pop("encoder")):
+            leaf.delete()
 
-    def fill(p, e):
-        return model.prefill(p, model.init_cache(p, B, S, L), e)
+        def fill(p, e):
+            cache = model.prefill(p, model.init_cache(p, B, S, L), e)
+            if cache_sharding is not None:
+                cache = jax.lax.with_sharding_constraint(cache, cache_sharding(cache))
+            return cache
 
-    t_fill, cache = timed(jax.jit(fill), params, encoded, repeats=repeats)
-    del cache
+        t_fill, cache = timed(jax.jit(fill), params, encoded, repeats=repeats)
+        del cache
 
-    def fill_and_decode(p, encoded, e):
-        from gqa_t5 import decoding
+        def fill_and_decode(p, encoded, e):
+            from gqa_t5 import decoding
 
-        step = model.tokens_to_logits_fn(p, e, L)
-        return decoding.temperature_sample(
-            step, fill(p, encoded), B, L, eos_id=1, fixed_length=True
-        )
+            step = model.tokens_to_logits_fn(p, e, L)
+            return decoding.temperature_sample(
+                step, fill(p, encoded), B, L, eos_id=1, fixed_length=True
+            )
 
-    run = jax.jit(fill_and_decode)
-    t_both, (seqs, _) = timed(run, params, encoded, enc, repeats=repeats)
+        run = jax.jit(fill_and_decode)
+        t_both, (seqs, _) = timed(run, params, encoded, enc, repeats=repeats)
+        if profile:
+            rec["profile_fill_and_decode"] = profile_summary(run, params, encoded, enc)
     t_dec = t_both - t_fill
-    if profile:
-        rec["profile_fill_and_decode"] = profile_summary(run, params, encoded, enc)
     floor = decode_floor_bytes(cfg, B, S, L)
     step_s = t_dec / L
     total = t_enc + t_fill + t_dec
@@ -294,10 +345,14 @@ def run_one(size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, p
             "tokens_per_s": B * L / total,
             "floor_bytes_per_step": floor,
             "achieved_GBps": floor["total"] / step_s / 1e9,
-            "fraction_of_floor": (floor["total"] / (bw * 1e9)) / step_s if bw else None,
+            "fraction_of_floor": (per_device_bytes(floor, mesh_mode) / (bw * 1e9)) / step_s
+            if bw
+            else None,
             "encoder_TFLOPs": encoder_flops(cfg, B, S) / t_enc / 1e12,
             "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
             "nonzero_tokens": int(jnp.sum(seqs > 0)),
+            # Same seed and weights on any mesh: lets runs on 1 and 2 GPUs be compared.
+            "first_tokens": np.asarray(seqs[:2, :32]).tolist(),
         }
     )
     return rec
@@ -335,6 +390,7 @@ def run_isolated(
         ]
         cmd += ["--check"] * check + ["--profile"] * profile
         cmd += ["--single_ceilings"] * only_ceilings
+        cmd += ["--mesh", args.mesh] if args.mesh else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0 and pathlib.Path(f.name).stat().st_size:
             return json.loads(pathlib.Path(f.name).read_text())
@@ -361,6 +417,12 @@ def main(argv=None):
     ap.add_argument("--no_ceilings", action="store_true")
     ap.add_argument("--out", default="benchmarks/decode.json")
     ap.add_argument("--profile", action="store_true", help="per-kernel trace of the first G")
+    ap.add_argument(
+        "--mesh",
+        default=None,
+        choices=["batch", "kv_heads"],
+        help="spread over all local devices: split the batch, or the heads",
+    )
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--single_ceilings", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ceilings_json", default="{}", help=argparse.SUPPRESS)
@@ -382,6 +444,7 @@ def main(argv=None):
                 json.loads(args.ceilings_json),
                 args.attention_impl,
                 args.profile,
+                args.mesh,
             )
         rec["device"] = str(jax.devices()[0].device_kind)
         rec["backend"], rec["jax"] = jax.default_backend(), jax.__version__
