@@ -5,6 +5,7 @@ vocabulary and data directories; nothing is read until a dataset is requested.
 Call `tasks.register_tasks(...)` to point them at another vocabulary or data directory.
 """
 
+from tasks import builtin  # noqa: F401  (registers the bundled-corpus tasks)
 from tasks.registry import (
     ALL_TASKS,
     ARXIV,

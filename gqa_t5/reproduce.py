@@ -1,0 +1,320 @@
+"""Reproduce the paper's Table 1 and figures: pretrain -> convert -> uptrain -> fine-tune ->
+evaluate -> time, over a grid of (G, conversion method, alpha) points and tasks, from gin.
+
+    python -m gqa_t5.reproduce                       # built-in default: tiny T5, CPU, ~10 min
+    python -m gqa_t5.reproduce --gin_file=reproduce/paper_xxl.gin --output_dir=/runs/repro
+
+Every stage runs the runner's Python functions with gin bindings in its own directory
+`<output_dir>/<size>/<stage>/...` and writes DONE.json there; a re-run skips finished
+stages. Writes `table1.md`, `table1.json` and three figures (PNG + JSON) in output_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+from gqa_t5 import gin_utils, stages, tables, utils
+
+DEFAULT_GIN = "reproduce/default.gin"
+_POINT = re.compile(r"^(mha|mqa|gqa(\d+))(?:-(mean|first|random)-([0-9.]+))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: G key/value heads, conversion method, uptraining proportion alpha."""
+
+    num_kv_heads: int
+    method: str
+    alpha: float
+    spec: str
+
+    @property
+    def attention(self) -> str:
+        return self.spec.split("-")[0]
+
+
+def parse_point(spec: str, num_heads: int) -> Point:
+    """'mha' | 'mqa-<method>-<alpha>' | 'gqa<G>-<method>-<alpha>' -> Point."""
+    m = _POINT.match(spec)
+    if not m or (m.group(1) != "mha" and m.group(3) is None):
+        raise ValueError(
+            f"grid point {spec!r}: use 'mha', 'mqa-<method>-<alpha>' or "
+            "'gqa<G>-<method>-<alpha>' with method mean|first|random, e.g. 'gqa8-mean-0.05'"
+        )
+    if m.group(1) == "mha":
+        return Point(num_heads, "mean", 0.0, "mha")
+    g = 1 if m.group(1) == "mqa" else int(m.group(2))
+    if g < 1 or num_heads % g:
+        raise ValueError(f"grid point {spec!r}: G={g} must divide NUM_HEADS={num_heads}")
+    return Point(g, m.group(3), float(m.group(4)), spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What to run: the model, the grid, each stage's steps and gin bindings."""
+
+    size: str = "Tiny"
+    model_gin: str = "models/t5_1_1/tiny.gin"
+    num_heads: int = 4
+    model_bindings: Sequence[str] = ()
+    points: Sequence[str] = ("mha", "mqa-mean-0.05")
+    # Pre-training: a runner run from scratch, or (full recipe) an existing checkpoint in any
+    # format gqa-t5-convert reads (t5x, Mesh-TF, HuggingFace) trained for original_steps.
+    initial_checkpoint: str | None = None
+    pretrain_steps: int = 100
+    original_steps: int | None = None  # alpha's reference; default pretrain_steps
+    pretrain_bindings: Sequence[str] = ()
+    uptrain_bindings: Sequence[str] = ()
+    finetune_tasks: Sequence[str] = ("gqa_builtin_mixture",)
+    finetune_steps: int = 100
+    finetune_bindings: Sequence[str] = ()
+    eval_bindings: Sequence[str] = ()
+    task_lengths: dict[str, dict[str, int]] | None = None  # default: tasks' FEATURE_LENGTHS
+    convert_seed: int = 0
+    # Decode-time stage: fixed-length greedy predict_batch on this host, per G.
+    time_batch_size: int = 8
+    time_lengths: tuple[int, int] = (128, 48)
+    time_repeats: int = 3
+    figure_alpha: float = 0.05
+
+
+def _q(value: Any) -> str:
+    """A Python literal gin parses (strings quoted)."""
+    return repr(str(value)) if isinstance(value, str | pathlib.Path) else repr(value)
+
+
+class Pipeline:
+    """The stages of one recipe, in order, under `<output_dir>/<size>/`."""
+
+    def __init__(self, recipe: Recipe, output_dir: pathlib.Path, print_fn=print):
+        self.r = recipe
+        self.out = output_dir
+        self.points = [parse_point(p, recipe.num_heads) for p in recipe.points]
+        self.runner = stages.StageRunner(output_dir / recipe.size.lower(), print_fn)
+        self.print = print_fn
+
+    # -- helpers -------------------------------------------------------------------
+    def _lengths(self, task: str) -> dict[str, int]:
+        import tasks
+
+        known = {**tasks.FEATURE_LENGTHS, **tasks.builtin.FEATURE_LENGTHS}
+        lengths = (self.r.task_lengths or {}).get(task) or known.get(task)
+        if lengths is None:
+            raise ValueError(f"no feature lengths for task {task!r}: set Recipe.task_lengths")
+        return lengths
+
+    def _train(self, run_gin: str, model_dir: pathlib.Path, bindings: Sequence[str]) -> dict:
+        from gqa_t5 import train
+
+        gin_utils.parse_gin(
+            [self.r.model_gin, run_gin],
+            [*self.r.model_bindings, f"MODEL_DIR = {_q(model_dir)}", *bindings],
+        )
+        summary = gin.get_configurable(train.train)()
+        if summary["status"] != "done":
+            raise RuntimeError(f"training stopped early: {summary['status']}")
+        return {"model_dir": str(model_dir), "step": summary["step"], **_last(summary)}
+
+    # -- stages --------------------------------------------------------------------
+    def pretrain(self) -> str:
+        """The MHA source checkpoint: a runner pre-training run, or the given checkpoint."""
+        if self.r.initial_checkpoint:
+            return self.r.initial_checkpoint
+
+        def fn(d: pathlib.Path) -> dict:
+            binds = [f"TRAIN_STEPS = {self.r.pretrain_steps}", *self.r.pretrain_bindings]
+            return self._train("runs/pretrain.gin", d / "model", binds)
+
+        return str(_state_dir(self.runner.run("pretrain", fn)["model_dir"]))
+
+    def convert(self, source: str, p: Point) -> str:
+        from gqa_t5 import convert
+
+        name = f"convert/{_kv_name(p, self.r.num_heads)}-{p.method}"
+
+        def fn(d: pathlib.Path) -> dict:
+            record = convert.convert_checkpoint(
+                source,
+                d / "checkpoint",
+                num_kv_heads=p.num_kv_heads,
+                method=p.method,
+                seed=self.r.convert_seed,
+                overwrite=True,  # a half-written output of a failed try
+                log=logging.info,
+            )
+            return {"checkpoint": str(d / "checkpoint"), "record": record}
+
+        return self.runner.run(name, fn)["checkpoint"]
+
+    def uptrain(self, converted: str, p: Point) -> str:
+        steps = round(p.alpha * (self.r.original_steps or self.r.pretrain_steps))
+        if p.spec == "mha" or steps == 0:
+            return converted  # alpha = 0: fine-tune the converted checkpoint directly
+
+        def fn(d: pathlib.Path) -> dict:
+            binds = [
+                f"NUM_KV_HEADS = {p.num_kv_heads}",
+                f"INITIAL_CHECKPOINT_PATH = {_q(converted)}",
+                f"TRAIN_STEPS = {steps}",
+                f"LR_STEP_OFFSET = {self.r.original_steps or self.r.pretrain_steps}",
+                *self.r.uptrain_bindings,
+            ]
+            return {"alpha": p.alpha, **self._train("runs/uptrain.gin", d / "model", binds)}
+
+        return self.runner.run(f"uptrain/{p.spec}", fn)["model_dir"]
+
+    def finetune(self, start: str, p: Point, task: str) -> str:
+        def fn(d: pathlib.Path) -> dict:
+            binds = [
+                f"NUM_KV_HEADS = {p.num_kv_heads}",
+                f"INITIAL_CHECKPOINT_PATH = {_q(start)}",
+                f"MIXTURE_OR_TASK_NAME = {_q(task)}",
+                f"TASK_FEATURE_LENGTHS = {self._lengths(task)!r}",
+                f"TRAIN_STEPS = {self.r.finetune_steps}",
+                *self.r.finetune_bindings,
+            ]
+            return self._train("runs/finetune.gin", d / "model", binds)
+
+        result = self.runner.run(f"finetune/{p.spec}/{task}", fn)
+        return str(_step_dir(result["model_dir"]))
+
+    def evaluate(self, checkpoint: str, p: Point, task: str) -> dict[str, dict[str, float]]:
+        from gqa_t5 import eval as eval_lib
+
+        def fn(d: pathlib.Path) -> dict:
+            gin_utils.parse_gin(
+                [self.r.model_gin, "runs/eval.gin"],
+                [
+                    *self.r.model_bindings,
+                    f"NUM_KV_HEADS = {p.num_kv_heads}",
+                    f"CHECKPOINT_PATH = {_q(checkpoint)}",
+                    f"EVAL_OUTPUT_DIR = {_q(d)}",
+                    f"MIXTURE_OR_TASK_NAME = {_q(task)}",
+                    f"TASK_FEATURE_LENGTHS = {self._lengths(task)!r}",
+                    *self.r.eval_bindings,
+                ],
+            )
+            return gin.get_configurable(eval_lib.evaluate)()
+
+        return self.runner.run(f"eval/{p.spec}/{task}", fn)["metrics"]
+
+    def time_decode(self, num_kv_heads: int) -> dict:
+        from gqa_t5 import timing
+
+        def fn(d: pathlib.Path) -> dict:
+            del d
+            model = gin_utils.model_from_gin(
+                [self.r.model_gin], [*self.r.model_bindings, f"NUM_KV_HEADS = {num_kv_heads}"]
+            )
+            return timing.time_predict(
+                model, self.r.time_batch_size, *self.r.time_lengths, self.r.time_repeats
+            )
+
+        kv = _kv_name(Point(num_kv_heads, "", 0.0, ""), self.r.num_heads)
+        return self.runner.run(f"time/{kv}", fn)
+
+    def run(self) -> list[dict]:
+        """All stages for every grid point; returns one table row per point."""
+        source = self.pretrain()
+        rows = []
+        for i, p in enumerate(self.points, 1):
+            self.print(f"== grid point {i}/{len(self.points)}: {self.r.size} {p.spec}")
+            start = self.uptrain(self.convert(source, p), p)
+            metrics: dict[str, dict[str, float]] = {}
+            for task in self.r.finetune_tasks:
+                metrics.update(self.evaluate(self.finetune(start, p, task), p, task))
+            timing_result = self.time_decode(p.num_kv_heads)
+            rows.append(tables.make_row(self.r.size, p, self.r.num_heads, metrics, timing_result))
+        return rows
+
+
+def _kv_name(p: Point, num_heads: int) -> str:
+    if p.num_kv_heads == num_heads:
+        return "mha"
+    return "mqa" if p.num_kv_heads == 1 else f"gqa{p.num_kv_heads}"
+
+
+def _last(summary: dict) -> dict:
+    m = summary.get("last_metrics") or {}
+    return {k: m[k] for k in ("loss", "accuracy") if k in m}
+
+
+def _step_dir(model_dir: str) -> pathlib.Path:
+    """The latest `<model_dir>/checkpoints/<step>` directory."""
+    ckpts = pathlib.Path(model_dir) / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpts.glob("[0-9]*") if p.name.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint under {ckpts}")
+    return ckpts / str(steps[-1])
+
+
+def _state_dir(model_dir: str) -> pathlib.Path:
+    """The parameters of a runner checkpoint, as gqa-t5-convert reads them."""
+    return _step_dir(model_dir) / "state"
+
+
+def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -> dict:
+    """Run the pipeline and write table1.{md,json} and the figures; returns the table."""
+    out = pathlib.Path(output_dir).expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    _enable_compilation_cache(out / ".jax_cache")
+    t0 = time.perf_counter()
+    pipeline = Pipeline(recipe, out, print_fn)
+    rows = pipeline.run()
+    table = tables.write_outputs(out, rows, recipe)
+    print_fn(table["markdown"])
+    print_fn(
+        f"summary: {len(rows)} rows, {len(pipeline.runner.ran)} stages run, "
+        f"{pipeline.runner.count - len(pipeline.runner.ran)} skipped, "
+        f"{time.perf_counter() - t0:.0f}s; outputs in {out}"
+    )
+    return table
+
+
+def _enable_compilation_cache(path: pathlib.Path) -> None:
+    """Persist XLA compilations: grid points of the same G compile the same steps."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gin_file", action="append", default=[])
+    parser.add_argument("--gin_bindings", action="append", default=[])
+    parser.add_argument("--gin_search_paths", action="append", default=[])
+    parser.add_argument("--output_dir", default="runs/reproduce")
+    args = parser.parse_args(gin_utils.rewrite_gin_args(sys.argv[1:] if argv is None else argv))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    utils.setup_logging()
+    paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
+    try:
+        gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
+        recipe = gin.get_configurable(Recipe)()
+        gin.clear_config()
+        run_recipe(recipe, args.output_dir)
+    except (stages.StageError, ValueError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def console_main() -> None:
+    from gqa_t5 import reproduce as this  # the gin-registered module, also under `python -m`
+
+    sys.exit(this.main())
+
+
+if __name__ == "__main__":
+    console_main()
