@@ -330,11 +330,14 @@ def grouped_attention(
         if kv_lengths is not None:
             mask = None
         return jax.nn.dot_product_attention(
-            q_BTNH, k_BSKH, v_BSKH,
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
             bias=None if bias is None else bias.astype(q_BTNH.dtype),
             mask=None if mask is None else mask > 0,
             key_value_seq_lengths=kv_lengths,
-            scale=1.0, implementation="cudnn",
+            scale=1.0,
+            implementation="cudnn",
         )
     if implementation != "xla":
         raise ValueError(f"unknown attention implementation {implementation!r}; use xla or cudnn")
