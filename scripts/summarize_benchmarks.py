@@ -107,6 +107,34 @@ def table(rows: list[dict], peer: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def two_gpu() -> list[dict]:
+    """XXL on one H200 and spread over two (batch split / heads split), same weights."""
+    rows = []
+    single = json.loads((RAW / "decode_xxl_x2_single_h200.json").read_text())["runs"][0]
+    for name in ("x2_single", "x2_batch", "x2_kv_heads"):
+        for r in json.loads((RAW / f"decode_xxl_{name}_h200.json").read_text())["runs"]:
+            agree = None
+            if r["num_kv_heads"] == single["num_kv_heads"]:
+                pairs = zip(
+                    sum(r["first_tokens"], []), sum(single["first_tokens"], []), strict=True
+                )
+                first_diff = [i for i, (a, b) in enumerate(pairs) if a != b]
+                agree = first_diff[0] if first_diff else 32
+            rows.append(
+                {
+                    "mode": r.get("mesh") or "one GPU",
+                    "devices": r.get("devices", 1),
+                    "G": r["num_kv_heads"],
+                    "s_per_sample": round(r["s_per_sample"], 4),
+                    "ms_per_step": round(r["ms_per_step"], 2),
+                    "encode_s_per_sample": round(r["encode_s"] / r["batch"], 4),
+                    "peak_GiB_per_device": round(r["peak_bytes_in_use"] / 2**30, 1),
+                    "greedy_tokens_equal_to_one_gpu_before_first_difference": agree,
+                }
+            )
+    return rows
+
+
 def main() -> None:
     runs = decode_runs()
     rows = sorted((row(r) for r in runs.values()), key=lambda r: (r["model"] != "xxl", r["G"]))
@@ -121,6 +149,7 @@ def main() -> None:
         "decode": rows,
         "peer": peer,
         "train": train,
+        "two_gpu_h200": two_gpu(),
         "ratios_vs_peer": {
             "gqa8_xxl_vs_hf_mha_xxl_dynamic": hf.get("xxl", 0) / ours[("xxl", 8)],
             "gqa8_xxl_vs_hf_mha_xxl_static_paper_ref_1.329": 1.329 / ours[("xxl", 8)],
@@ -132,6 +161,8 @@ def main() -> None:
     _write(out / "decode_h100.md", table(rows, peer) + "\n")
     plot(rows, out / "groups_vs_time_h100.png")
     print(table(rows, peer))
+    for r in summary["two_gpu_h200"]:
+        print(r)
     print(json.dumps(summary["ratios_vs_peer"], indent=1))
 
 
