@@ -161,7 +161,7 @@ def cloze_qa_examples(path: str, split: str) -> list[dict]:
     for verses in chapters(path, split):
         for v, nxt in zip(verses, verses[1:], strict=False):
             name = _name(v)
-            if name is None or 2 * _words(v) + _words(nxt) > 75:
+            if name is None or 2 * _words(v) + _words(nxt) > 65:
                 continue
             question = re.sub(rf"\b{re.escape(name)}\b", "___", v, count=1)
             out.append(

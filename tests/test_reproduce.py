@@ -1,0 +1,171 @@
+"""The reproduction pipeline end to end on a minimal grid: rows match the grid, numbers match
+the stages' own outputs, a re-run skips every stage, a failing stage names itself and its
+log and leaves earlier outputs intact. Plus the table / point parsing pieces."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from gqa_t5 import reproduce, stages, tables
+from gqa_t5.checkpoints import orbax_params
+
+GRID = ("mha", "mqa-mean-0.05")
+TASK = "gqa_builtin_modernize"
+SMALL = ["BATCH_SIZE = 8", "LOG_EVERY = 10", "CHECKPOINT_PERIOD = 1000", "KEEP_CHECKPOINTS = 1"]
+PRETRAIN = [
+    "MIXTURE_OR_TASK_NAME = 'gqa_builtin_span_corruption'",
+    "TASK_FEATURE_LENGTHS = {'inputs': 128, 'targets': 32}",
+    "WARMUP_STEPS = 10",
+    *SMALL,
+]
+
+
+def _recipe(**kw) -> reproduce.Recipe:
+    base = dict(
+        size="Tiny",
+        model_gin="models/t5_1_1/tiny.gin",
+        num_heads=4,
+        model_bindings=["VOCAB_SIZE = 1152", "MIXTURE_OR_TASK_MODULE = 'tasks'"],
+        points=GRID,
+        pretrain_steps=20,
+        pretrain_bindings=PRETRAIN,
+        uptrain_bindings=PRETRAIN,
+        finetune_tasks=[TASK],
+        finetune_steps=4,
+        finetune_bindings=[*SMALL, "BASE_LEARNING_RATE = 0.01"],
+        eval_bindings=["BATCH_SIZE = 64"],
+        time_batch_size=2,
+        time_lengths=(16, 4),
+        time_repeats=1,
+    )
+    return reproduce.Recipe(**{**base, **kw})
+
+
+def _done_mtimes(root):
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob(stages.DONE)}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro")
+    lines = []
+    table = reproduce.run_recipe(_recipe(), out, print_fn=lines.append)
+    return out, table, lines
+
+
+def test_rows_match_grid_and_stage_outputs(first_run):
+    out, table, _ = first_run
+    assert [r["point"] for r in table["rows"]] == list(GRID)
+    assert [r["model"] for r in table["rows"]] == ["MHA-Tiny", "MQA-Tiny (mean, α=0.05)"]
+    saved = json.loads((out / "table1.json").read_text())
+    assert [r["point"] for r in saved["rows"]] == list(GRID)
+    md = (out / "table1.md").read_text().splitlines()
+    assert md[0] == "| model | T_infer | Avg | Modernize (BLEU) |" and len(md) == 2 + len(GRID)
+    for row in table["rows"]:
+        # The table's numbers are the eval stage's metrics.json and the time stage's result.
+        ev = json.loads((out / "tiny/eval" / row["point"] / TASK / "metrics.json").read_text())
+        assert row["scores"][TASK] == ev["metrics"][TASK]["bleu"] == row["avg"]
+        kv = "mha" if row["point"] == "mha" else "mqa"
+        timing = json.loads((out / "tiny/time" / kv / stages.DONE).read_text())["result"]
+        assert row["t_infer"] == pytest.approx(timing["seconds_per_batch"][0] / 2)
+    for name in ("conversion_method", "uptraining_proportion", "groups_vs_time"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert json.loads((out / f"{name}.json").read_text())["title"]
+    g = json.loads((out / "groups_vs_time.json").read_text())["seconds_per_sample_by_g"]
+    assert sorted(g) == ["1", "4"]
+
+
+def test_uptrain_steps_and_mean_conversion_of_the_pretrained_checkpoint(first_run):
+    out, _, _ = first_run
+    up = json.loads((out / "tiny/uptrain/mqa-mean-0.05" / stages.DONE).read_text())["result"]
+    assert up["step"] == round(0.05 * 20) == 1
+    pre = orbax_params.restore_params(
+        next((out / "tiny/pretrain/model/checkpoints").glob("[0-9]*")) / "state"
+    )
+    mqa = orbax_params.restore_params(out / "tiny/convert/mqa-mean/checkpoint")
+    mha = orbax_params.restore_params(out / "tiny/convert/mha-mean/checkpoint")
+    name = ("decoder", "layers_0", "self_attention", "key", "kernel")
+    k_pre = np.asarray(_get(pre, name), np.float64)  # [D, 4 heads x 16]
+    want = k_pre.reshape(64, 4, 16).mean(axis=1)
+    np.testing.assert_allclose(_get(mqa, name), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(_get(mha, name), _get(pre, name))
+
+
+def _get(tree, keys):
+    for k in keys:
+        tree = tree[k]
+    return np.asarray(tree)
+
+
+def test_rerun_skips_every_stage(first_run):
+    out, table, _ = first_run
+    before = _done_mtimes(out)
+    lines = []
+    again = reproduce.run_recipe(_recipe(), out, print_fn=lines.append)
+    assert _done_mtimes(out) == before
+    assert sum("skipped" in line for line in lines) == len(before)
+    assert "0 stages run" in lines[-1]
+    assert [r["avg"] for r in again["rows"]] == [r["avg"] for r in table["rows"]]
+
+
+def test_failed_stage_names_itself_and_keeps_earlier_outputs(first_run):
+    out, _, _ = first_run
+    before = _done_mtimes(out)
+    bad = _recipe(points=(*GRID, "mqa-first-0.05"), finetune_steps=-1)
+    with pytest.raises(stages.StageError) as e:
+        reproduce.run_recipe(bad, out, print_fn=lambda s: None)
+    log = out / "tiny/finetune/mqa-first-0.05" / TASK / stages.LOG
+    assert f"'finetune/mqa-first-0.05/{TASK}'" in str(e.value) and str(log) in str(e.value)
+    assert "TRAIN_STEPS=-1" in log.read_text()
+    assert not (log.parent / stages.DONE).exists()
+    after = _done_mtimes(out)
+    assert all(after[p] == t for p, t in before.items())  # earlier stages untouched
+    assert str(out / "tiny/convert/mqa-first" / stages.DONE) in after
+    assert str(out / "tiny/uptrain/mqa-first-0.05" / stages.DONE) in after
+
+
+def test_parse_point():
+    assert reproduce.parse_point("gqa8-mean-0.05", 64) == reproduce.Point(
+        8, "mean", 0.05, "gqa8-mean-0.05"
+    )
+    assert reproduce.parse_point("mqa-random-0", 16).num_kv_heads == 1
+    assert reproduce.parse_point("mha", 16) == reproduce.Point(16, "mean", 0.0, "mha")
+    with pytest.raises(ValueError, match="must divide"):
+        reproduce.parse_point("gqa3-mean-0.05", 16)
+    with pytest.raises(ValueError, match="grid point 'mqa'"):
+        reproduce.parse_point("mqa", 16)
+
+
+def test_markdown_and_figure_data_from_rows():
+    p = reproduce.parse_point
+    metrics = {
+        "gqa_builtin_summarize": {"rouge1": 30.0, "rouge2": 1.0},
+        "gqa_builtin_cloze_qa": {"f1": 50.0, "em": 40.0},
+    }
+    timing = {"seconds_per_sample": 0.25}
+    rows = [
+        tables.make_row("XXL", p(s, 64), 64, metrics, timing)
+        for s in ("mha", "mqa-mean-0.05", "mqa-first-0.05", "gqa8-mean-0")
+    ]
+    assert rows[0]["avg"] == 40.0 and rows[0]["method"] is None
+    md = tables.to_markdown(rows).splitlines()
+    assert md[0] == "| model | T_infer | Avg | Summarize (R1) | ClozeQA (F1) |"
+    assert md[2] == "| MHA-XXL | 0.25 | 40.0 | 30.0 | 50.0 |"
+    assert md[5].startswith("| GQA-8-XXL (mean, α=0) |")
+    data = tables.figure_data(rows, 0.05)
+    assert data["conversion_method"]["avg_by_method"] == {"mean": 40.0, "first": 40.0}
+    assert data["uptraining_proportion"]["avg_by_alpha"] == {
+        "MQA-XXL": {0.05: 40.0},
+        "GQA-8-XXL": {0.0: 40.0},
+    }
+    with pytest.raises(ValueError, match="headline metric"):
+        tables.make_row("XXL", p("mha", 64), 64, {"gqa_builtin_summarize": {"bleu": 1}}, timing)
+    paper = tables.paper_markdown().splitlines()
+    assert paper[3] == "| MHA-XXL | 1.51 | 47.2 | 43.8 | 45.6 | 47.5 | 36.4 | 46.9 | 28.4 | 81.9 |"
+
+
+def test_recipe_is_a_frozen_dataclass():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _recipe().size = "x"
