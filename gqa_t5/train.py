@@ -112,7 +112,7 @@ def train(
     model_dir: str,
     train_dataset_cfg: data.DatasetConfig,
     total_steps: int,
-    learning_rate_fn: Callable = optim.constant_schedule,
+    learning_rate_fn: optim.Schedule | None = None,
     optimizer: Callable = optim.adafactor,
     partitioner: Partitioner | None = None,
     checkpoint_period: int = 1000,
@@ -121,7 +121,12 @@ def train(
     log_every: int = 100,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train to `total_steps`, resuming from MODEL_DIR; returns a summary dict."""
+    """Train to `total_steps`, resuming from MODEL_DIR; returns a summary dict.
+
+    `learning_rate_fn` defaults to fine-tuning's constant 1e-3 (`optim.constant_schedule()`).
+    """
+    if learning_rate_fn is None:
+        learning_rate_fn = optim.constant_schedule()
     if not model_dir:
         raise ValueError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path/to/run'\"")
     if total_steps < 0 or log_every < 1:

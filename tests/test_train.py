@@ -176,3 +176,22 @@ def test_console_entry_point_exits_nonzero_with_message(runs):
     )
     assert proc.returncode == 1
     assert "MODEL_DIR" in proc.stderr
+
+
+def test_train_from_python_with_default_learning_rate(runs, tmp_path):
+    from gqa_t5 import data
+    from gqa_t5.gin_utils import model_from_gin
+
+    model = model_from_gin(["models/t5_1_1/tiny.gin"], ["VOCAB_SIZE = 64"])
+    cfg = data.DatasetConfig(
+        "tiny_reverse", {"inputs": 16, "targets": 16}, batch_size=8, module="helpers_tiny_tasks"
+    )
+    summary = train_lib.train(
+        model=model,
+        model_dir=str(tmp_path / "py"),
+        train_dataset_cfg=cfg,
+        total_steps=2,
+        log_every=1,
+    )
+    assert summary["step"] == 2 and summary["status"] == "done"
+    assert summary["last_metrics"]["learning_rate"] == pytest.approx(1e-3)
