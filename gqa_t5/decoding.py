@@ -91,13 +91,12 @@ def brevity_penalty(alpha: float, length: jax.Array) -> jax.Array:
     return jnp.power((5.0 + length.astype(jnp.float32)) / 6.0, alpha)
 
 
-def _gather_beams(x: jax.Array, beam_idx_BW: jax.Array, batch: int, beams_in: int) -> jax.Array:
-    """Pick beams along the flattened [B * beams_in, ...] (or [B, beams_in, ...]) axis."""
-    flat = x.ndim >= 1 and x.shape[0] == batch * beams_in
-    y = x.reshape(batch, beams_in, *x.shape[1:]) if flat else x
-    out = jnp.take_along_axis(
-        y, beam_idx_BW.reshape(beam_idx_BW.shape + (1,) * (y.ndim - 2)), axis=1
-    )
+def _gather_beams(x: jax.Array, beam_idx_BW: jax.Array, *, flat: bool) -> jax.Array:
+    """Pick beams: x is [B, beams_in, ...], or [B * beams_in, ...] when `flat` (caches)."""
+    B = beam_idx_BW.shape[0]
+    y = x.reshape(B, -1, *x.shape[1:]) if flat else x
+    idx = beam_idx_BW.reshape(beam_idx_BW.shape + (1,) * (y.ndim - 2))
+    out = jnp.take_along_axis(y, idx, axis=1)
     return out.reshape(-1, *x.shape[1:]) if flat else out
 
 
@@ -128,7 +127,7 @@ def beam_search(
             name = jax.tree_util.keystr(path)
             if x.ndim == 0 or any(k in name for k in beam_invariant_cache_keys):
                 return x
-            return _gather_beams(x, beam_idx_BW, B, W)
+            return _gather_beams(x, beam_idx_BW, flat=True)
 
         return jax.tree_util.tree_map_with_path(leaf, cache)
 
@@ -153,13 +152,13 @@ def beam_search(
         )
         top_logp, top_idx = jax.lax.top_k(cand_BWV.reshape(B, W * V), 2 * W)
         top_beam, top_tok = top_idx // V, (top_idx % V).astype(jnp.int32)
-        top_seqs = _gather_beams(alive_seqs, top_beam, B, W)
+        top_seqs = _gather_beams(alive_seqs, top_beam, flat=False)
         top_seqs = jax.lax.dynamic_update_slice(top_seqs, top_tok[:, :, None], (0, 0, i))
         is_eos = top_tok == eos_id
         # Alive: the best W candidates that did not just end.
         alive_cand = jnp.where(is_eos, NEG_INF, top_logp)
         new_alive_logp, keep = jax.lax.top_k(alive_cand, W)
-        new_alive_seqs = _gather_beams(top_seqs, keep, B, 2 * W)
+        new_alive_seqs = _gather_beams(top_seqs, keep, flat=False)
         cache = reorder_cache(cache, jnp.take_along_axis(top_beam, keep, axis=1))
         # Finished: merge the candidates that just ended with those found before.
         new_scores = jnp.where(is_eos, top_logp / brevity_penalty(alpha, i + 1), NEG_INF)
@@ -168,7 +167,7 @@ def beam_search(
         all_seqs = jnp.concatenate([fin_seqs, top_seqs], axis=1)
         fin_scores, best = jax.lax.top_k(jnp.where(all_flags, all_scores, NEG_INF), W)
         fin_flags = jnp.take_along_axis(all_flags, best, axis=1)
-        fin_seqs = _gather_beams(all_seqs, best, B, 3 * W)
+        fin_seqs = _gather_beams(all_seqs, best, flat=False)
         return i + 1, new_alive_logp, new_alive_seqs, fin_scores, fin_flags, fin_seqs, cache
 
     alive_logp = jnp.tile(jnp.array([0.0] + [float(NEG_INF)] * (W - 1)), (B, 1))

@@ -136,9 +136,22 @@ def test_beam_search_with_one_beam_equals_greedy():
     eos = _pick_eos(model, params, batch, 7)
     model = EncoderDecoderModel(model.config, eos_id=eos)
     greedy, greedy_lp = model.predict_batch(params, batch, max_decode_len=7)
-    beam, beam_score = model.predict_batch(params, batch, max_decode_len=7, num_beams=1, alpha=0.0)
-    np.testing.assert_array_equal(np.asarray(beam), np.asarray(greedy))
-    np.testing.assert_allclose(np.asarray(beam_score), np.asarray(greedy_lp), rtol=1e-5)
+    enc = batch["encoder_input_tokens"]
+    # Call beam search itself: predict_batch sends one beam to the greedy loop.
+    beams, scores = jax.jit(
+        lambda p: decoding.beam_search(
+            model.tokens_to_logits_fn(p, enc, 7),
+            _prefilled(model, p, enc, 7),
+            enc.shape[0],
+            1,
+            7,
+            eos_id=eos,
+            alpha=0.0,
+        )
+    )(params)
+    assert (np.asarray(greedy) == eos).any()  # the EOS path is exercised
+    np.testing.assert_array_equal(np.asarray(beams)[:, 0], np.asarray(greedy))
+    np.testing.assert_allclose(np.asarray(scores)[:, 0], np.asarray(greedy_lp), rtol=1e-5)
 
 
 def test_beam_search_with_enough_beams_finds_the_exhaustive_best():
