@@ -436,7 +436,10 @@ class GroupedQueryAttention(nn.Module):
         return Dense((heads, self.head_dim), axes, dtype=self.dtype, kernel_init=init, name=name)(x)
 
     def _kv(self, inputs_kv: jax.Array) -> tuple[jax.Array, jax.Array]:
-        kv_axes = ("embed", "joined_kv_heads")
+        # Multi-head K/V shard with the query heads; grouped K/V get their own axis, which
+        # the partitioner replicates when the model axis does not divide K.
+        grouped = self.num_kv_heads != self.num_heads
+        kv_axes = ("embed", "joined_kv_heads" if grouped else "joined_kv")
         k_BSKH = self._project(inputs_kv, "key", self.num_kv_heads, kv_axes, self.kernel_init)
         v_BSKH = self._project(inputs_kv, "value", self.num_kv_heads, kv_axes, self.kernel_init)
         return k_BSKH, v_BSKH

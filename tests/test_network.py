@@ -138,6 +138,9 @@ def test_parameter_names_and_shapes_follow_t5x():
     k_axes = axes["decoder"]["layers_0"]["self_attention"]["key"]["kernel_axes"].names
     assert q_axes == ("embed", "joined_kv")
     assert k_axes == ("embed", "joined_kv_heads")  # sharded apart from query heads
+    # The encoder stays multi-head: its K/V shard like its queries, whatever G is.
+    enc_k = axes["encoder"]["layers_0"]["attention"]["key"]["kernel_axes"].names
+    assert enc_k == ("embed", "joined_kv")
 
 
 def test_packed_examples_match_separate_examples():
