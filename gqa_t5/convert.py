@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params
+from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
 
 METHODS = ("mean", "first", "random")
@@ -232,15 +233,6 @@ def config_record(cfg: T5Config) -> dict:
         "logits_via_embedding": cfg.logits_via_embedding,
         "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
         "relative_attention_max_distance": cfg.relative_attention_max_distance,
-    }
-
-
-def kv_cache_bytes_per_token(cfg: T5Config, bytes_per_value: int = 2) -> dict[str, int]:
-    """Decode-cache bytes per token (bfloat16 by default): K and V heads of every layer."""
-    per_layer = 2 * cfg.num_kv_heads * cfg.head_dim * bytes_per_value
-    return {
-        "decoder_self_attention_per_target_token": per_layer * cfg.num_decoder_layers,
-        "cross_attention_per_input_token": per_layer * cfg.num_decoder_layers,
     }
 
 

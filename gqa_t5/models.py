@@ -231,10 +231,10 @@ def param_count(params: Any) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
-def kv_cache_bytes_per_token(config: T5Config, bytes_per_element: int = 2) -> dict[str, int]:
-    """Decoder K/V-cache bytes per cached position (self) and per encoder token (cross)."""
-    per_layer = 2 * config.num_kv_heads * config.head_dim * bytes_per_element
+def kv_cache_bytes_per_token(config: T5Config, bytes_per_value: int = 2) -> dict[str, int]:
+    """Decode-cache bytes per token (bfloat16 by default): K and V heads of every layer."""
+    per_layer = 2 * config.num_kv_heads * config.head_dim * bytes_per_value
     return {
-        "self_attention": per_layer * config.num_decoder_layers,
-        "cross_attention": per_layer * config.num_decoder_layers,
+        "decoder_self_attention_per_target_token": per_layer * config.num_decoder_layers,
+        "cross_attention_per_input_token": per_layer * config.num_decoder_layers,
     }

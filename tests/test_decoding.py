@@ -49,10 +49,10 @@ def test_cache_holds_kv_heads_only_and_scales_with_groups():
         assert layer["self_attention"]["cached_key"].shape == (3, K, 7, 6)
         assert layer["encoder_decoder_attention"]["cached_value"].shape == (3, K, 9, 6)
         sizes[K] = sum(x.nbytes for x in jax.tree_util.tree_leaves(cache) if x.ndim)
-        per_token = kv_cache_bytes_per_token(model.config, bytes_per_element=4)
-        assert (
-            per_token["self_attention"] * 3 * 7 + per_token["cross_attention"] * 3 * 9 == (sizes[K])
-        )
+        per_token = kv_cache_bytes_per_token(model.config, bytes_per_value=4)
+        self_bytes = per_token["decoder_self_attention_per_target_token"] * 3 * 7
+        cross_bytes = per_token["cross_attention_per_input_token"] * 3 * 9
+        assert self_bytes + cross_bytes == sizes[K]
     assert sizes[1] * 4 == sizes[4] and sizes[2] * 2 == sizes[4]
 
 
