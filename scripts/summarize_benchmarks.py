@@ -135,6 +135,56 @@ def two_gpu() -> list[dict]:
     return rows
 
 
+def scaling(headline: dict[tuple[str, int], dict]) -> list[dict]:
+    """XXL GQA-8 and MHA time per sample against input length (batch 32) and batch."""
+    rows = [
+        {
+            "G": g,
+            "input_len": 2048,
+            "batch": 32,
+            "s_per_sample": headline[("xxl", g)]["s_per_sample"],
+        }
+        for g in (8, 64)
+        if ("xxl", g) in headline
+    ]
+    for path in sorted(RAW.glob("decode_xxl_scale_*_h100.json")):
+        for r in json.loads(path.read_text())["runs"]:
+            rec = {"G": r["num_kv_heads"], "input_len": r.get("input_len"), "batch": r["batch"]}
+            if "error" in r:
+                rec["error"] = "out of memory" if "RESOURCE_EXHAUSTED" in r["error"] else r["error"]
+                rec["input_len"] = (
+                    int(path.stem.split("_S")[1].split("_")[0]) if "_S" in path.stem else 2048
+                )
+            else:
+                rec["s_per_sample"] = round(r["s_per_sample"], 4)
+                rec["ms_per_step"] = round(r["ms_per_step"], 2)
+            rows.append(rec)
+    return rows
+
+
+def plot_scaling(rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for g, name in ((8, "GQA-8-XXL"), (64, "MHA-XXL")):
+        ok = [r for r in rows if r["G"] == g and "s_per_sample" in r]
+        by_len = sorted((r["input_len"], r["s_per_sample"]) for r in ok if r["batch"] == 32)
+        by_batch = sorted((r["batch"], r["s_per_sample"]) for r in ok if r["input_len"] == 2048)
+        a.plot(*zip(*by_len, strict=True), marker="o", label=name)
+        b.plot(*zip(*by_batch, strict=True), marker="o", label=name)
+    a.set(xscale="log", xlabel="input length (batch 32)", ylabel="time per sample (s)")
+    b.set(xscale="log", yscale="log", xlabel="batch (input 2048)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Greedy decode, output 512, H100, bf16 (4096 at batch 32: out of memory)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     runs = decode_runs()
     rows = sorted((row(r) for r in runs.values()), key=lambda r: (r["model"] != "xxl", r["G"]))
@@ -150,6 +200,7 @@ def main() -> None:
         "peer": peer,
         "train": train,
         "two_gpu_h200": two_gpu(),
+        "scaling_xxl": scaling(runs),
         "ratios_vs_peer": {
             "gqa8_xxl_vs_hf_mha_xxl_dynamic": hf.get("xxl", 0) / ours[("xxl", 8)],
             "gqa8_xxl_vs_hf_mha_xxl_static_paper_ref_1.329": 1.329 / ours[("xxl", 8)],
@@ -160,6 +211,7 @@ def main() -> None:
     _write(out / "decode_h100.json", json.dumps(summary, indent=1))
     _write(out / "decode_h100.md", table(rows, peer) + "\n")
     plot(rows, out / "groups_vs_time_h100.png")
+    plot_scaling(summary["scaling_xxl"], out / "scaling_h100.png")
     print(table(rows, peer))
     for r in summary["two_gpu_h200"]:
         print(r)
