@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every GPU measurement in benchmarks/ (one H100 unless noted), in the order they were taken.
+# Each section fits one 10-minute device call; OUT is the folder that collects the JSON.
+# Then: copy the JSON into benchmarks/raw/ and run scripts/summarize_benchmarks.py.
+set -u
+OUT=${OUT:-benchmarks/raw/new}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
+run() { timeout "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)'; }
+section=${1:-all}
+
+if [[ $section == all || $section == xxl ]]; then  # decode, XXL, every G, with checks
+  run 580 python3 scripts/benchmark_decode.py --model xxl --groups 8,64,1 --check --profile \
+    --out "$OUT/decode_xxl_a.json"
+  run 580 python3 scripts/benchmark_decode.py --model xxl --groups 2,4,16,32 \
+    --out "$OUT/decode_xxl_b.json"
+fi
+if [[ $section == all || $section == large ]]; then  # decode, Large; the HF peer; training
+  run 200 python3 scripts/benchmark_decode.py --model large --groups 16,1,2,4,8 --check \
+    --out "$OUT/decode_large.json"
+  run 110 python3 scripts/benchmark_hf_peer.py --model large --batch 32 --cache dynamic \
+    --out "$OUT/hf_peer.json"
+  run 100 python3 scripts/benchmark_hf_peer.py --model xxl --batch 8 --cache dynamic \
+    --out "$OUT/hf_peer.json"
+  run 240 python3 scripts/benchmark_train.py --model large --batch 64 --steps 8 \
+    --attention_impl auto,xla --out "$OUT/train_large.json"
+fi
+if [[ $section == all || $section == scaling ]]; then  # cost against input length, batch
+  for S in 512 1024 4096; do
+    run 170 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --input_len $S \
+      --repeats 1 --no_ceilings --out "$OUT/scale_S$S.json"
+  done
+  for B in 1 8; do
+    run 120 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --batch $B \
+      --repeats 1 --no_ceilings --out "$OUT/scale_B$B.json"
+  done
+fi
+if [[ $section == two ]]; then  # on a two-GPU machine (nvidia-h200-x2)
+  CUDA_VISIBLE_DEVICES=0 run 150 python3 scripts/benchmark_decode.py --model xxl --groups 8 \
+    --out "$OUT/x2_single.json"
+  for mode in batch kv_heads; do
+    run 170 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --mesh $mode \
+      --out "$OUT/x2_$mode.json"
+  done
+fi
