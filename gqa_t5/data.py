@@ -128,7 +128,8 @@ def get_dataset(
         ) from e
     if skip_examples:
         ds = ds.skip(skip_examples)
-    return ds.batch(per_host_batch_size(cfg.batch_size), drop_remainder=drop_remainder)
+    ds = ds.batch(per_host_batch_size(cfg.batch_size), drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)  # packs the next batches while the device steps
 
 
 def _splits(task) -> set[str]:

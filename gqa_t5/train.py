@@ -77,6 +77,29 @@ def _initial_state(
     return tr.init_state(), 0
 
 
+class _PendingMetrics:
+    """Step metrics kept on device and fetched together at log and save steps.
+
+    Fetching every step would block the host on the device each step, so input packing
+    could not overlap with the step. Every fetch checks all steps since the last one.
+    """
+
+    def __init__(self):
+        self._steps: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._steps.append((step, metrics))
+
+    def fetch_checked(self) -> dict | None:
+        """The latest step's metrics on the host; raises naming the first non-finite step."""
+        if not self._steps:
+            return None
+        fetched, self._steps = jax.device_get(self._steps), []
+        for step, metrics in fetched:
+            trainer.check_finite(step, metrics)
+        return fetched[-1][1]
+
+
 def _log(step: int, m: dict, rates: dict, writer: utils.SummaryWriter, model_dir: pathlib.Path):
     weight = max(float(m["weight_sum"]), 1e-9)
     record = {
@@ -160,6 +183,7 @@ def train(
         "batch_size": train_dataset_cfg.batch_size,
         "seed": train_dataset_cfg.seed,
     }
+    pending = _PendingMetrics()
     step = start
     with utils.StopSignals() as stop:
         while step < total_steps:
@@ -171,17 +195,19 @@ def train(
                 + np.sum(batch["encoder_input_tokens"] > 0)
             )
             state, metrics = tr.train_step(state, tr.partitioner.host_batch_to_global(batch))
-            metrics = jax.device_get(metrics)
             step += 1
-            trainer.check_finite(step, metrics)
+            pending.add(step, metrics)
             if step % log_every == 0 or step == total_steps or stop.received:
                 summary["last_metrics"] = _log(
-                    step, metrics, progress.rates(step), writer, model_dir_path
+                    step, pending.fetch_checked(), progress.rates(step), writer, model_dir_path
                 )
             if stop.received:
                 summary["status"] = f"stopped by signal {stop.received}"
                 break
+            if step % ckpt.period == 0:
+                pending.fetch_checked()  # never save a state that followed a NaN/Inf step
             ckpt.save(step, state, data_state(step))
+    pending.fetch_checked()
     if step not in ckpt.all_steps():
         ckpt.save(step, state, data_state(step), force=True)
     ckpt.close()

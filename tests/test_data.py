@@ -42,6 +42,11 @@ def test_same_seed_same_order_and_skip_resumes_exactly(task_dir):
     assert not np.array_equal(a[0]["encoder_input_tokens"], other_seed[0]["encoder_input_tokens"])
 
 
+def test_batches_are_prefetched(task_dir):
+    ds = data.get_dataset(_cfg())
+    assert "Prefetch" in type(ds).__name__  # the next batches are packed during the step
+
+
 def test_packing_gives_segments_and_t5x_features(task_dir):
     (batch,) = _take(data.get_dataset(_cfg(task_feature_lengths={"inputs": 32, "targets": 32})), 1)
     assert batch["encoder_input_tokens"].shape == (4, 32)

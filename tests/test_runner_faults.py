@@ -94,9 +94,13 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path, cap
     assert train_lib.run_main(train_lib.train, base + ["--gin.TRAIN_STEPS=4"], "t") == 0
     capsys.readouterr()
     # An infinite learning rate makes the parameters non-finite at the first resumed step.
+    # No log step before the save at step 6: the check before saving must catch it.
     rc = train_lib.run_main(
-        train_lib.train, base + ["--gin.TRAIN_STEPS=10", "--gin.BASE_LEARNING_RATE=1e999"], "t"
+        train_lib.train,
+        base + ["--gin.TRAIN_STEPS=10", "--gin.BASE_LEARNING_RATE=1e999", "--gin.LOG_EVERY=100"],
+        "t",
     )
     assert rc == 1
     assert "non-finite loss, gradient or parameters at step 5" in capsys.readouterr().err
     assert _steps(run) == [2, 4]
+    assert max(losses(run)) == 4  # nothing logged from the bad steps either

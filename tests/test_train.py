@@ -178,7 +178,7 @@ def test_console_entry_point_exits_nonzero_with_message(runs):
     assert "MODEL_DIR" in proc.stderr
 
 
-def test_train_from_python_with_default_learning_rate(runs, tmp_path):
+def _tiny_model_and_data():
     from gqa_t5 import data
     from gqa_t5.gin_utils import model_from_gin
 
@@ -186,6 +186,11 @@ def test_train_from_python_with_default_learning_rate(runs, tmp_path):
     cfg = data.DatasetConfig(
         "tiny_reverse", {"inputs": 16, "targets": 16}, batch_size=8, module="helpers_tiny_tasks"
     )
+    return model, cfg
+
+
+def test_train_from_python_with_default_learning_rate(runs, tmp_path):
+    model, cfg = _tiny_model_and_data()
     summary = train_lib.train(
         model=model,
         model_dir=str(tmp_path / "py"),
@@ -195,3 +200,28 @@ def test_train_from_python_with_default_learning_rate(runs, tmp_path):
     )
     assert summary["step"] == 2 and summary["status"] == "done"
     assert summary["last_metrics"]["learning_rate"] == pytest.approx(1e-3)
+
+
+def test_metrics_leave_the_device_only_at_log_and_save_steps(runs, tmp_path, monkeypatch):
+    fetches = []
+    device_get = jax.device_get
+
+    def counting(x):
+        if sys._getframe(1).f_globals.get("__name__") == "gqa_t5.train":
+            fetches.append(x)
+        return device_get(x)
+
+    monkeypatch.setattr(jax, "device_get", counting)
+    model, cfg = _tiny_model_and_data()
+    summary = train_lib.train(
+        model=model,
+        model_dir=str(tmp_path / "sync"),
+        train_dataset_cfg=cfg,
+        total_steps=12,
+        log_every=6,
+        checkpoint_period=4,
+    )
+    assert summary["step"] == 12
+    # Steps 4 and 8 (saves), 6 and 12 (logs): four fetches for twelve steps, each of
+    # every step since the previous one, so a NaN anywhere is still seen before a save.
+    assert [[s for s, _ in f] for f in fetches] == [[1, 2, 3, 4], [5, 6], [7, 8], [9, 10, 11, 12]]
