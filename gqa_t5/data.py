@@ -3,7 +3,9 @@ packing, a seeded deterministic order, and the data position for resuming.
 
 The position is the number of examples consumed: the training stream is a deterministic
 function of the seed, so a restart skips `step * per_host_batch` converted (packed)
-examples and continues exactly where the checkpoint left off.
+examples and continues exactly where the checkpoint left off. The replay costs time growing
+with the step, and is exact only for the same seed, host count, batch size, task and feature
+lengths, which `check_resumable` enforces.
 """
 
 from __future__ import annotations
@@ -142,6 +144,52 @@ def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
     """Batches as dicts of NumPy arrays (int32), in the dataset's order."""
     for batch in ds.as_numpy_iterator():
         yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+
+
+def _task_name(cfg: DatasetConfig) -> str:
+    name = cfg.mixture_or_task_name
+    return name.name if isinstance(name, seqio.Task | seqio.Mixture) else name
+
+
+def data_position(cfg: DatasetConfig, step: int) -> dict:
+    """What a checkpoint stores about the input stream: the position and what fixes the order."""
+    return {
+        "step": step,
+        "examples_consumed_per_host": step * per_host_batch_size(cfg.batch_size),
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "process_count": jax.process_count(),
+        "task": _task_name(cfg),
+        "task_feature_lengths": {k: int(v) for k, v in (cfg.task_feature_lengths or {}).items()},
+    }
+
+
+def check_resumable(stored: Mapping, cfg: DatasetConfig) -> None:
+    """Raise if skipping `stored`'s position would not continue the same stream under `cfg`.
+
+    Keys missing from `stored` (older checkpoints) are not checked.
+    """
+    now = data_position(cfg, 0)
+    macros = {
+        "batch_size": "BATCH_SIZE",
+        "seed": "RANDOM_SEED",
+        "process_count": "the host count",
+        "task": "MIXTURE_OR_TASK_NAME",
+        "task_feature_lengths": "TASK_FEATURE_LENGTHS",
+    }
+    bad = [
+        f"{macro}={stored[key]!r}, now {now[key]!r}"
+        for key, macro in macros.items()
+        if stored.get(key) is not None and stored[key] != now[key]
+    ]
+    if bad:
+        raise ValueError(
+            "MODEL_DIR's checkpoint cannot be resumed exactly: it was trained with "
+            + "; ".join(bad)
+            + ". Resuming replays the input stream, which only matches when these are the "
+            "same: rerun with the stored values, or start a new MODEL_DIR with "
+            "INITIAL_CHECKPOINT_PATH set to this one (parameters only)."
+        )
 
 
 def model_feature_lengths(cfg: DatasetConfig) -> dict[str, int]:

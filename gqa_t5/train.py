@@ -63,12 +63,7 @@ def _initial_state(
     latest = ckpt.latest_step()
     if latest is not None:
         state, data_state = ckpt.restore(latest, tr.abstract_state)
-        if data_state.get("batch_size") not in (None, cfg.batch_size):
-            raise ValueError(
-                f"MODEL_DIR's checkpoint was trained with BATCH_SIZE={data_state['batch_size']}"
-                f", now {cfg.batch_size}: the data position would not match. Use a new "
-                "MODEL_DIR (with INITIAL_CHECKPOINT_PATH) or the same batch size"
-            )
+        data.check_resumable(data_state, cfg)
         logging.info("resumed from %s/%d", ckpt.directory, latest)
         return state, latest
     if initial_checkpoint_path:
@@ -177,12 +172,7 @@ def train(
     batches = data.numpy_batches(ds)
     writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
     progress = utils.Progress(start, total_steps)
-    data_state = lambda s: {
-        "step": s,
-        "examples_consumed_per_host": s * per_host,
-        "batch_size": train_dataset_cfg.batch_size,
-        "seed": train_dataset_cfg.seed,
-    }
+    data_state = lambda s: data.data_position(train_dataset_cfg, s)
     pending = _PendingMetrics()
     step = start
     with utils.StopSignals() as stop:

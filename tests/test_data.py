@@ -1,5 +1,7 @@
 """SeqIO data for the runner: deterministic order, resume by skipping, packing, clear errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,24 @@ def test_same_seed_same_order_and_skip_resumes_exactly(task_dir):
 def test_batches_are_prefetched(task_dir):
     ds = data.get_dataset(_cfg())
     assert "Prefetch" in type(ds).__name__  # the next batches are packed during the step
+
+
+def test_resume_refuses_a_different_stream(task_dir):
+    stored = data.data_position(_cfg(), 5)
+    assert stored["examples_consumed_per_host"] == 5 * 4
+    data.check_resumable(stored, _cfg())  # same run: fine
+    data.check_resumable({"step": 5, "batch_size": 4}, _cfg())  # older checkpoint: fine
+    cases = [
+        (_cfg(seed=4), "RANDOM_SEED=3, now 4"),
+        (_cfg(batch_size=8), "BATCH_SIZE=4, now 8"),
+        (_cfg(mixture_or_task_name="tiny_reverse_x"), "MIXTURE_OR_TASK_NAME='tiny_reverse'"),
+        (_cfg(task_feature_lengths={"inputs": 16, "targets": 8}), "TASK_FEATURE_LENGTHS="),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(ValueError, match=f"{re.escape(message)}.*INITIAL_CHECKPOINT_PATH"):
+            data.check_resumable(stored, cfg)
+    with pytest.raises(ValueError, match="the host count=2, now 1"):
+        data.check_resumable(dict(stored, process_count=2), _cfg())
 
 
 def test_packing_gives_segments_and_t5x_features(task_dir):

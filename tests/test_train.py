@@ -2,6 +2,7 @@
 INITIAL_CHECKPOINT_PATH, eval (metrics JSON) and infer (JSONL); bad paths and gin values."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,15 @@ def test_resume_continues_from_latest(runs):
         k in recs[-1]
         for k in ("learning_rate", "steps_per_sec", "tokens_per_sec", "eta_sec", "accuracy")
     )
+
+
+def test_resume_with_another_seed_fails_naming_it(runs, tmp_path, capsys):
+    md = tmp_path / "pre"
+    shutil.copytree(runs["pre"] / "checkpoints", md / "checkpoints")
+    args = PRETRAIN_FLAGS + [f"--gin.MODEL_DIR='{md}'", "--gin.TRAIN_STEPS=60"]
+    assert run(train_lib.train, args + ["--gin.RANDOM_SEED=1"]) == 1
+    assert "RANDOM_SEED=0, now 1" in capsys.readouterr().err
+    assert checkpointing.CheckpointManager(md / "checkpoints").all_steps() == [20, 40, 50]
 
 
 def test_finetune_starts_from_initial_checkpoint(runs):
