@@ -10,6 +10,7 @@ an error naming the step and keeps the last good checkpoint.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import pathlib
 import sys
@@ -222,8 +223,34 @@ def _write_config(model_dir: pathlib.Path) -> None:
         tmp.replace(model_dir / "config.gin")
 
 
+_USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError, SyntaxError, FloatingPointError)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Whether `e` is a message meant for the user: raised by a `raise` in gqa_t5 or gin.
+
+    Those say what to do (bad paths, gin values, missing tasks, NaN); anything else (an
+    error inside a library, a TypeError from a bug) needs its traceback.
+    """
+    if not isinstance(e, _USER_ERRORS) or e.__traceback__ is None:
+        return False
+    import gin
+
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    path = pathlib.Path(code.co_filename).resolve()
+    ours = (pathlib.Path(__file__).parent, pathlib.Path(gin.__file__).parent)
+    line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+    return any(path.is_relative_to(d.resolve()) for d in ours) and line.startswith("raise")
+
+
 def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
-    """Shared entry: parse t5x-style gin flags, run `fn` from gin, map errors to exit 1."""
+    """Shared entry: parse t5x-style gin flags, run `fn` from gin, map errors to exit 1.
+
+    The project's own errors print one line; unexpected ones also log their traceback.
+    """
     import argparse
 
     import gin
@@ -246,15 +273,9 @@ def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
         partitioning.maybe_initialize_distributed(args.coordinator_address)
         gin_utils.parse_gin(args.gin_file, args.gin_bindings, paths)
         result = gin.get_configurable(fn)()
-    except (
-        ValueError,
-        FileNotFoundError,
-        ImportError,
-        KeyError,
-        TypeError,
-        trainer.NonFiniteLossError,
-        RuntimeError,
-    ) as e:
+    except Exception as e:
+        if not _is_user_error(e):
+            logging.exception("unexpected error (a bug, not a bad flag?)")
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(

@@ -154,10 +154,12 @@ def test_bad_paths_and_gin_values_fail_with_what_to_do(runs, tmp_path, capsys):
         ([f"--gin.INITIAL_CHECKPOINT_PATH='{tmp_path / 'none'}'"], "does not exist"),
         (["--gin.TASK_FEATURE_LENGTHS={'inputs': 16}"], "TASK_FEATURE_LENGTHS needs"),
         (["--gin.BATCH_SIZE=7", "--gin.NUM_PARTITIONS=3"], "num_partitions=3 must divide"),
+        (["--gin.optim.adafactor.no_such=1"], "'optim.adafactor' doesn't have a parameter"),
     ]
     for extra, message in cases:
         assert run(train_lib.train, PRETRAIN_FLAGS + [md, "--gin.TRAIN_STEPS=1", *extra]) == 1
-        assert message in capsys.readouterr().err, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
     assert run(train_lib.train, ["--gin_file=runs/nope.gin"]) == 1
     assert "gin file(s) not found" in capsys.readouterr().err
     assert (
@@ -173,6 +175,15 @@ def test_bad_paths_and_gin_values_fail_with_what_to_do(runs, tmp_path, capsys):
         == 1
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unexpected_errors_keep_their_traceback(runs, tmp_path, capsys):
+    # A string where an int belongs fails inside train(): a TypeError no check anticipated.
+    md = f"--gin.MODEL_DIR='{tmp_path / 'm'}'"
+    assert run(train_lib.train, PRETRAIN_FLAGS + [md, "--gin.TRAIN_STEPS='ten'"]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error" in err and "Traceback" in err and "train.py" in err, err
+    assert err.index("Traceback") < err.index("error: TypeError:")  # then the one-line message
 
 
 def test_console_entry_point_exits_nonzero_with_message(runs):
