@@ -25,7 +25,7 @@ import optax
 
 Schedule = Callable[[jax.Array], jax.Array]
 
-_FACTORS = ("constant", "rsqrt_decay", "linear_warmup", "linear_decay")
+_FACTORS = ("constant", "rsqrt_decay", "linear_warmup", "linear_decay", "decay_every")
 
 
 def create_learning_rate_scheduler(
@@ -36,28 +36,38 @@ def create_learning_rate_scheduler(
     steps_per_decay: int = 20_000,
     step_offset: int = 0,
     total_steps: int | None = None,
+    initial_step: int = 0,
 ) -> Schedule:
-    """t5x's `utils.create_learning_rate_scheduler`: a product of named factors.
+    """t5x's `utils.create_learning_rate_scheduler`: a product of named factors of `s`.
 
-    constant: base_learning_rate; rsqrt_decay: 1 / sqrt(max(step, warmup_steps)) (flat
-    during warm-up, as in T5); linear_warmup: min(1, step / warmup_steps); linear_decay:
-    1 - step / total_steps. `step_offset` shifts the step (uptraining can continue the
-    pre-training schedule: offset 1,000,000 gives T5.1.1's 1e-3).
+    s = max(0, step - step_offset) + initial_step. `step_offset` is t5x's: the schedule
+    starts `step_offset` steps late. `initial_step` (not in t5x) is the schedule's step at
+    this run's step 0: uptraining continues pre-training's schedule with initial_step =
+    1,000,000 (rsqrt: 1 / sqrt(1M + step), 1e-3 at first), as a t5x run restored from the
+    1M-step checkpoint would, whose step counter carries on.
+
+    constant: base_learning_rate; rsqrt_decay: 1 / sqrt(max(s, warmup_steps)) (flat during
+    warm-up, as in T5); linear_warmup: min(1, s / warmup_steps); linear_decay:
+    max(0, 1 - s / total_steps); decay_every: decay_factor ** (s // steps_per_decay).
     """
-    del decay_factor, steps_per_decay  # accepted for t5x gin compatibility
     names = [f.strip() for f in factors.split("*") if f.strip()]
     unknown = [n for n in names if n not in _FACTORS]
     if unknown:
         raise ValueError(f"unknown learning-rate factor(s) {unknown}; use a product of {_FACTORS}")
     if "linear_decay" in names and not total_steps:
         raise ValueError("the linear_decay factor needs total_steps (set TRAIN_STEPS)")
-    if warmup_steps < 0 or base_learning_rate < 0:
+    if "decay_every" in names and steps_per_decay < 1:
         raise ValueError(
-            f"warmup_steps={warmup_steps} and base_learning_rate={base_learning_rate} must be >= 0"
+            f"the decay_every factor needs steps_per_decay >= 1, got {steps_per_decay}"
+        )
+    if warmup_steps < 0 or base_learning_rate < 0 or step_offset < 0 or initial_step < 0:
+        raise ValueError(
+            f"warmup_steps={warmup_steps}, base_learning_rate={base_learning_rate}, "
+            f"step_offset={step_offset} and initial_step={initial_step} must be >= 0"
         )
 
     def schedule(step: jax.Array) -> jax.Array:
-        s = jnp.asarray(step, jnp.float32) + step_offset
+        s = jnp.maximum(jnp.asarray(step, jnp.float32) - step_offset, 0.0) + initial_step
         lr = jnp.asarray(1.0, jnp.float32)
         for name in names:
             if name == "constant":
@@ -66,6 +76,8 @@ def create_learning_rate_scheduler(
                 lr = lr / jnp.sqrt(jnp.maximum(s, max(warmup_steps, 1)))
             elif name == "linear_warmup":
                 lr = lr * jnp.minimum(1.0, s / max(warmup_steps, 1))
+            elif name == "decay_every":
+                lr = lr * decay_factor ** jnp.floor(s / steps_per_decay)
             else:
                 lr = lr * jnp.maximum(0.0, 1.0 - s / total_steps)
         return lr

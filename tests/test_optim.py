@@ -15,12 +15,45 @@ def test_rsqrt_decay_is_flat_in_warmup_then_decays():
     np.testing.assert_allclose([float(lr(s)) for s in steps], want, rtol=1e-6)
 
 
-def test_step_offset_continues_pretraining_schedule():
+def test_step_offset_delays_the_schedule_as_in_t5x():
+    # t5x: step = max(0, step - step_offset); flat at 1/sqrt(warmup) until the offset.
     lr = optim.create_learning_rate_scheduler(
-        "constant * rsqrt_decay", 1.0, warmup_steps=10_000, step_offset=1_000_000
+        "constant * rsqrt_decay", 1.0, warmup_steps=10, step_offset=100
+    )
+    steps = [0, 100, 110, 140, 1100]
+    want = [1 / np.sqrt(10), 1 / np.sqrt(10), 1 / np.sqrt(10), 1 / np.sqrt(40), 1 / 10**1.5]
+    np.testing.assert_allclose([float(lr(s)) for s in steps], want, rtol=1e-6)
+
+
+def test_initial_step_continues_pretraining_schedule():
+    lr = optim.create_learning_rate_scheduler(
+        "constant * rsqrt_decay", 1.0, warmup_steps=10_000, initial_step=1_000_000
     )
     np.testing.assert_allclose(float(lr(0)), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(float(lr(21_000)), 1 / np.sqrt(1_021_000), rtol=1e-6)
+
+
+def test_uptrain_gin_continues_the_1m_step_rsqrt_schedule():
+    import gin
+    from gqa_t5 import gin_utils
+
+    gin_utils.parse_gin(["models/t5_1_1/tiny.gin", "runs/uptrain.gin"], finalize=False)
+    try:
+        lr = gin.get_configurable(optim.create_learning_rate_scheduler)()
+    finally:
+        gin.clear_config()
+    for step in (0, 1, 21_000, 50_000):
+        np.testing.assert_allclose(float(lr(step)), 1 / np.sqrt(1_000_000 + step), rtol=1e-6)
+
+
+def test_decay_every_factor():
+    lr = optim.create_learning_rate_scheduler(
+        "constant * decay_every", 2.0, decay_factor=0.5, steps_per_decay=10
+    )
+    want = [2.0, 2.0, 1.0, 0.5, 0.5, 2.0 * 0.5**10]
+    np.testing.assert_allclose([float(lr(s)) for s in (0, 9, 10, 20, 29, 100)], want, rtol=1e-6)
+    with pytest.raises(ValueError, match="steps_per_decay"):
+        optim.create_learning_rate_scheduler("decay_every", steps_per_decay=0)
 
 
 def test_constant_and_linear_factors():
