@@ -53,11 +53,17 @@ def test_train_step_equals_direct_loss_and_optax_update():
 def test_dropout_masks_depend_on_step_only():
     tr = _trainer(dropout=0.3)
     batch = _batch(1)
-    _, m1 = tr.train_step(tr.init_state(), batch)
-    _, m2 = tr.train_step(tr.init_state(), batch)
-    assert float(m1["loss"]) == float(m2["loss"])  # same seed and step: same masks
+
+    def loss_at(step):  # fresh parameters each time: only the step differs
+        state = tr.init_state()
+        state["step"] = jax.device_put(np.int32(step), tr.state_shardings["step"])
+        return float(tr.train_step(state, batch)[1]["loss"])
+
+    at_0 = loss_at(0)
+    assert loss_at(0) == at_0  # same seed and step: same masks
+    assert loss_at(7) == loss_at(7) != at_0  # another step: other masks
     det = tr.eval_step(tr.init_state()["params"], batch)
-    assert float(det["loss"]) != float(m1["loss"])  # dropout was on in training
+    assert float(det["loss"]) != at_0  # dropout was on in training
 
 
 def test_check_finite_names_step():
