@@ -96,6 +96,16 @@ class _PendingMetrics:
         return fetched[-1][1]
 
 
+def _global_tokens(host_batch: dict[str, np.ndarray]) -> int:
+    """Non-padding input and target tokens in the global batch, estimated from this host's.
+
+    Exact counts would need a cross-host sum each step; hosts' shards are alike in size.
+    """
+    host = np.sum(host_batch["encoder_input_tokens"] > 0)
+    host += np.sum(host_batch["decoder_target_tokens"] > 0)
+    return int(host) * jax.process_count()
+
+
 def _log(step: int, m: dict, rates: dict, writer: utils.SummaryWriter, model_dir: pathlib.Path):
     weight = max(float(m["weight_sum"]), 1e-9)
     record = {
@@ -181,10 +191,7 @@ def train(
             batch = next(batches, None)
             if batch is None:
                 raise RuntimeError(f"training data ran out at step {step}; is the split empty?")
-            progress.add_tokens(
-                np.sum(batch["decoder_target_tokens"] > 0)
-                + np.sum(batch["encoder_input_tokens"] > 0)
-            )
+            progress.add_tokens(_global_tokens(batch))
             state, metrics = tr.train_step(state, tr.partitioner.host_batch_to_global(batch))
             step += 1
             pending.add(step, metrics)

@@ -246,3 +246,13 @@ def test_metrics_leave_the_device_only_at_log_and_save_steps(runs, tmp_path, mon
     # Steps 4 and 8 (saves), 6 and 12 (logs): four fetches for twelve steps, each of
     # every step since the previous one, so a NaN anywhere is still seen before a save.
     assert [[s for s, _ in f] for f in fetches] == [[1, 2, 3, 4], [5, 6], [7, 8], [9, 10, 11, 12]]
+
+
+def test_tokens_per_second_counts_every_host(monkeypatch):
+    batch = {
+        "encoder_input_tokens": np.array([[5, 6, 7, 0], [8, 0, 0, 0]]),
+        "decoder_target_tokens": np.array([[9, 1, 0, 0], [4, 3, 1, 0]]),
+    }
+    assert train_lib._global_tokens(batch) == 4 + 5
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    assert train_lib._global_tokens(batch) == 4 * (4 + 5)
