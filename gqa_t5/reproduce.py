@@ -166,7 +166,7 @@ class Pipeline:
                 f"NUM_KV_HEADS = {p.num_kv_heads}",
                 f"INITIAL_CHECKPOINT_PATH = {_q(converted)}",
                 f"TRAIN_STEPS = {steps}",
-                f"LR_STEP_OFFSET = {self.r.original_steps or self.r.pretrain_steps}",
+                f"LR_INITIAL_STEP = {self.r.original_steps or self.r.pretrain_steps}",
                 *self.r.uptrain_bindings,
             ]
             return {"alpha": p.alpha, **self._train("runs/uptrain.gin", d / "model", binds)}
