@@ -81,6 +81,10 @@ def test_uptrain_steps_and_mean_conversion_of_the_pretrained_checkpoint(first_ru
     out, _, _ = first_run
     up = json.loads((out / "tiny/uptrain/mqa-mean-0.05" / stages.DONE).read_text())["result"]
     assert up["step"] == round(0.05 * 20) == 1
+    # Uptraining continues the pre-training schedule: rsqrt at step 20 + 0, not a restart.
+    logged = (out / "tiny/uptrain/mqa-mean-0.05/model/train_metrics.jsonl").read_text()
+    lr = json.loads(logged.splitlines()[-1])["learning_rate"]
+    assert lr == pytest.approx(1 / np.sqrt(20), rel=1e-5)
     pre = orbax_params.restore_params(
         next((out / "tiny/pretrain/model/checkpoints").glob("[0-9]*")) / "state"
     )
