@@ -75,7 +75,7 @@ class Recipe:
     original_steps: int | None = None  # alpha's reference; default pretrain_steps
     pretrain_bindings: Sequence[str] = ()
     uptrain_bindings: Sequence[str] = ()
-    finetune_tasks: Sequence[str] = ("gqa_builtin_mixture",)
+    finetune_tasks: Sequence[str] = ("kjv_mixture",)
     finetune_steps: int = 100
     finetune_bindings: Sequence[str] = ()
     eval_bindings: Sequence[str] = ()

@@ -25,9 +25,9 @@ SHORT_NAMES = {
     "gqa_multi_news": "MultiNews",
     "gqa_wmt14_ende": "WMT",
     "gqa_trivia_qa": "TriviaQA",
-    "gqa_builtin_summarize": "Summarize (R1)",
-    "gqa_builtin_modernize": "Modernize (BLEU)",
-    "gqa_builtin_cloze_qa": "ClozeQA (F1)",
+    "kjv_summarize": "Summarize (R1)",
+    "kjv_modernize": "Modernize (BLEU)",
+    "kjv_cloze_qa": "ClozeQA (F1)",
 }
 
 

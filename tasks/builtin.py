@@ -5,12 +5,12 @@ verse per line. Chapters whose hash falls in the validation bucket are held out 
 task's train split, pre-training included. The fine-tuning tasks are small stand-ins with
 the shapes of the paper's (they are not the paper's datasets):
 
-- `gqa_builtin_summarize` (ROUGE): a 3-verse passage -> its first verse (a "lead" summary).
-- `gqa_builtin_modernize` (BLEU): a verse -> the verse with archaic forms rewritten by rule
+- `kjv_summarize` (ROUGE): a 3-verse passage -> its first verse (a "lead" summary).
+- `kjv_modernize` (BLEU): a verse -> the verse with archaic forms rewritten by rule
   (thou -> you, hath -> has, ...), a translation-like string transduction.
-- `gqa_builtin_cloze_qa` (F1): "question: <verse with a name blanked> context: <the verse
+- `kjv_cloze_qa` (F1): "question: <verse with a name blanked> context: <the verse
   and the next>" -> the name, an extractive QA stand-in.
-- `gqa_builtin_span_corruption`: T5.1.1 span corruption over the train chapters.
+- `kjv_span_corruption`: T5.1.1 span corruption over the train chapters.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import tensorflow as tf
 
 from tasks import metrics, preprocessors, span_corruption, vocab
 
-SPAN_CORRUPTION = "gqa_builtin_span_corruption"
-SUMMARIZE = "gqa_builtin_summarize"
-MODERNIZE = "gqa_builtin_modernize"
-CLOZE_QA = "gqa_builtin_cloze_qa"
-MIXTURE = "gqa_builtin_mixture"
+SPAN_CORRUPTION = "kjv_span_corruption"
+SUMMARIZE = "kjv_summarize"
+MODERNIZE = "kjv_modernize"
+CLOZE_QA = "kjv_cloze_qa"
+MIXTURE = "kjv_mixture"
 FINETUNE_TASKS = (SUMMARIZE, MODERNIZE, CLOZE_QA)
 FEATURE_LENGTHS = {
     SPAN_CORRUPTION: {"inputs": 128, "targets": 32},

@@ -12,10 +12,10 @@ from gqa_t5 import reproduce, stages, tables
 from gqa_t5.checkpoints import orbax_params
 
 GRID = ("mha", "mqa-mean-0.05")
-TASK = "gqa_builtin_modernize"
+TASK = "kjv_modernize"
 SMALL = ["BATCH_SIZE = 8", "LOG_EVERY = 10", "CHECKPOINT_PERIOD = 1000", "KEEP_CHECKPOINTS = 1"]
 PRETRAIN = [
-    "MIXTURE_OR_TASK_NAME = 'gqa_builtin_span_corruption'",
+    "MIXTURE_OR_TASK_NAME = 'kjv_span_corruption'",
     "TASK_FEATURE_LENGTHS = {'inputs': 128, 'targets': 32}",
     "WARMUP_STEPS = 10",
     *SMALL,
@@ -145,8 +145,8 @@ def test_parse_point():
 def test_markdown_and_figure_data_from_rows():
     p = reproduce.parse_point
     metrics = {
-        "gqa_builtin_summarize": {"rouge1": 30.0, "rouge2": 1.0},
-        "gqa_builtin_cloze_qa": {"f1": 50.0, "em": 40.0},
+        "kjv_summarize": {"rouge1": 30.0, "rouge2": 1.0},
+        "kjv_cloze_qa": {"f1": 50.0, "em": 40.0},
     }
     timing = {"seconds_per_sample": 0.25}
     rows = [
@@ -165,7 +165,7 @@ def test_markdown_and_figure_data_from_rows():
         "GQA-8-XXL": {0.0: 40.0},
     }
     with pytest.raises(ValueError, match="headline metric"):
-        tables.make_row("XXL", p("mha", 64), 64, {"gqa_builtin_summarize": {"bleu": 1}}, timing)
+        tables.make_row("XXL", p("mha", 64), 64, {"kjv_summarize": {"bleu": 1}}, timing)
     paper = tables.paper_markdown().splitlines()
     assert paper[3] == "| MHA-XXL | 1.51 | 47.2 | 43.8 | 45.6 | 47.5 | 36.4 | 46.9 | 28.4 | 81.9 |"
 
