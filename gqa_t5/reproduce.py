@@ -12,6 +12,7 @@ stages. Writes `table1.md`, `table1.json` and three figures (PNG + JSON) in outp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -267,10 +268,10 @@ def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -
     """Run the pipeline and write table1.{md,json} and the figures; returns the table."""
     out = pathlib.Path(output_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
-    _enable_compilation_cache(out / ".jax_cache")
     t0 = time.perf_counter()
     pipeline = Pipeline(recipe, out, print_fn)
-    rows = pipeline.run()
+    with _compilation_cache(out / ".jax_cache"):
+        rows = pipeline.run()
     table = tables.write_outputs(out, rows, recipe)
     print_fn(table["markdown"])
     print_fn(
@@ -281,12 +282,21 @@ def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -
     return table
 
 
-def _enable_compilation_cache(path: pathlib.Path) -> None:
-    """Persist XLA compilations: grid points of the same G compile the same steps."""
+@contextlib.contextmanager
+def _compilation_cache(path: pathlib.Path):
+    """Persist XLA compilations (grid points of one G compile the same steps); restore after."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {k: getattr(jax.config, k) for k in keys}
+    if before["jax_compilation_cache_dir"] is None:  # keep a cache the user configured
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            jax.config.update(k, v)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
