@@ -32,6 +32,7 @@ import dataclasses  # noqa: E402
 
 from gqa_t5.models import EncoderDecoderModel  # noqa: E402
 from gqa_t5.network import T5Config  # noqa: E402
+from gqa_t5.timing import random_params  # noqa: E402
 
 SIZES = {
     "tiny": dict(
@@ -62,24 +63,6 @@ SIZES = {
         vocab_size=32128,
     ),
 }
-
-
-def random_params(model: EncoderDecoderModel, seed: int, dtype) -> dict:
-    """Random weights drawn leaf by leaf on the device, scaled like T5's initializers."""
-    shapes = jax.eval_shape(lambda r: model.init(r, 8, 8), jax.random.PRNGKey(0))["params"]
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    out = []
-    for (path, s), k in zip(leaves, keys, strict=True):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            out.append(jnp.ones(s.shape, dtype))
-            continue
-        std = 1.0 if "embedding" in name and "rel" not in name else s.shape[0] ** -0.5
-        if "query" in name:  # T5 folds 1/sqrt(head_dim) into the query initializer
-            std *= model.config.head_dim**-0.5
-        out.append((jax.random.normal(k, s.shape, jnp.float32) * std).astype(dtype))
-    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def decode_floor_bytes(cfg: T5Config, B: int, S: int, L: int, elt: int = 2) -> dict:

@@ -26,8 +26,9 @@ from gqa_t5 import optim  # noqa: E402
 from gqa_t5.models import EncoderDecoderModel  # noqa: E402
 from gqa_t5.network import T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
+from gqa_t5.timing import random_params  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
-from scripts.benchmark_decode import SIZES, random_params  # noqa: E402
+from scripts.benchmark_decode import SIZES  # noqa: E402
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheets
 
