@@ -386,7 +386,9 @@ def _softmax_and_combine(
         logits = logits + total_bias.astype(logits.dtype)
     weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(v.dtype)
     if not deterministic and dropout_rate > 0.0:
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        # As t5x: one dropout mask per key position, shared by every query (axis T).
+        shape = weights.shape[:-2] + (1,) + weights.shape[-1:]
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, shape)
         weights = weights * keep.astype(weights.dtype) / jnp.asarray(1.0 - dropout_rate, v.dtype)
     return jnp.einsum(combine_eq, weights, v)
 

@@ -109,3 +109,21 @@ def test_decoder_mask_combines_causal_padding_and_segments():
     m = np.asarray(layers.make_decoder_mask(targets, decoder_segment_ids=segments))[0, 0]
     want = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], np.float32)
     np.testing.assert_array_equal(m, want)
+
+
+def test_attention_dropout_mask_is_shared_across_queries_as_in_t5x():
+    B, T, S, N, H = 1, 4, 6, 2, 3
+    q = jnp.zeros((B, T, N, H))  # uniform weights: every query row is identical
+    v = jnp.asarray(np.random.RandomState(0).randn(B, S, N, H), jnp.float32)
+    out = layers.grouped_attention(
+        q,
+        jnp.zeros((B, S, N, H)),
+        v,
+        dropout_rate=0.5,
+        dropout_rng=jax.random.PRNGKey(0),
+        deterministic=False,
+    )
+    out = np.asarray(out)
+    no_drop = np.asarray(layers.grouped_attention(q, jnp.zeros((B, S, N, H)), v))
+    assert not np.allclose(out, no_drop)  # dropout did act
+    np.testing.assert_allclose(out, np.broadcast_to(out[:, :1], out.shape), rtol=1e-6)
