@@ -221,12 +221,37 @@ def profile_summary(fn, *args, top: int = 30) -> dict:
             cur_e = max(cur_e, e0)
     busy += cur_e - cur_s
     ranked = sorted(per.items(), key=lambda kv: -kv[1][1])[:top]
+    cats = {}
+    for e in kern:
+        c, t = cats.get(kernel_category(e["name"]), (0, 0.0))
+        cats[kernel_category(e["name"])] = (c + 1, t + e.get("dur", 0.0))
     return {
         "span_us": end - start,
         "busy_us": busy,
         "kernels": len(kern),
+        "by_category": {k: {"count": c, "total_us": t} for k, (c, t) in sorted(cats.items())},
         "top": [{"name": k, "count": c, "total_us": t} for k, (c, t) in ranked],
     }
+
+
+def kernel_category(name: str) -> str:
+    """Coarse class of a GPU kernel from its name (XLA fusion, cuBLAS, cuDNN, NCCL)."""
+    n = name.lower()
+    if any(s in n for s in ("sdpa", "flash", "fmha", "cudnn")):
+        return "attention (cuDNN)"
+    if any(s in n for s in ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_dot")):
+        return "matmul"
+    if "nccl" in n or "all_reduce" in n or "all-reduce" in n:
+        return "collective"
+    if "reduce" in n:
+        return "reduction fusion"
+    if any(s in n for s in ("transpose", "copy", "memcpy", "memset", "concatenate")):
+        return "copy/transpose"
+    if "dynamic_update_slice" in n or "dynamic-update-slice" in n or "slice" in n:
+        return "slice/update"
+    if "fusion" in n or "loop_" in n or "convert" in n:
+        return "elementwise fusion"
+    return "other"
 
 
 def placement(model: EncoderDecoderModel, mesh_mode: str | None):
@@ -280,6 +305,7 @@ def run_one(
         "attention_impl": cfg.resolved_attention_impl(False),
         "mesh": mesh_mode,
         "devices": len(jax.devices()) if mesh_mode else 1,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if check:
         rec["check_rel_err"] = check_against_references(cfg, enc[:2])

@@ -28,7 +28,7 @@ from gqa_t5.network import T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
 from gqa_t5.timing import random_params  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
-from scripts.benchmark_decode import SIZES  # noqa: E402
+from scripts.benchmark_decode import SIZES, profile_summary  # noqa: E402
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheets
 
@@ -75,7 +75,7 @@ def train_flops_per_step(cfg: T5Config, B: int, S: int, T: int) -> float:
     return 3.0 * forward
 
 
-def run(size, B, S, T, steps, impl, remat, G):
+def run(size, B, S, T, steps, impl, remat, G, profile=False):
     cfg = T5Config(
         **SIZES[size], num_kv_heads=G, dtype="bfloat16", attention_impl=impl, remat_policy=remat
     )
@@ -105,6 +105,16 @@ def run(size, B, S, T, steps, impl, remat, G):
         state, m = trainer.train_step(state, batch)
     jax.block_until_ready(m)
     dt = (time.perf_counter() - t0) / steps
+    prof = None
+    if profile:
+        holder = [state]
+
+        def one_step():
+            holder[0], metrics = trainer.train_step(holder[0], batch)
+            return metrics
+
+        prof = profile_summary(one_step)
+        prof["step_us_timed"] = dt * 1e6
     flops = train_flops_per_step(cfg, B, S, T)
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
@@ -126,6 +136,8 @@ def run(size, B, S, T, steps, impl, remat, G):
         "compile_s": compile_s,
         "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
         "device": kind,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **({"profile_step": prof} if prof else {}),
     }
 
 
@@ -140,6 +152,7 @@ def main(argv=None):
     ap.add_argument("--remat", default="none")
     ap.add_argument("--num_kv_heads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/train.json")
+    ap.add_argument("--profile", action="store_true", help="per-kernel trace of the first run")
     args = ap.parse_args(argv)
     G = args.num_kv_heads or SIZES[args.model]["num_heads"]
     result = {"date": datetime.date.today().isoformat(), "jax": jax.__version__, "runs": []}
@@ -149,7 +162,15 @@ def main(argv=None):
             for B in (int(b) for b in args.batch.split(",")):
                 try:
                     rec = run(
-                        args.model, B, args.input_len, args.target_len, args.steps, impl, remat, G
+                        args.model,
+                        B,
+                        args.input_len,
+                        args.target_len,
+                        args.steps,
+                        impl,
+                        remat,
+                        G,
+                        profile=args.profile and not result["runs"],
                     )
                 except Exception as e:  # noqa: BLE001 - record OOM / unsupported and go on
                     rec = {
@@ -164,7 +185,12 @@ def main(argv=None):
                 tmp = out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(result, indent=1))
                 os.replace(tmp, out)
-                print(json.dumps(rec), flush=True)
+                print(json.dumps({k: v for k, v in rec.items() if k != "profile_step"}), flush=True)
+                if "profile_step" in rec:
+                    print(
+                        json.dumps(rec["profile_step"].get("by_category", rec["profile_step"])),
+                        flush=True,
+                    )
     return result
 
 
