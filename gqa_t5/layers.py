@@ -305,7 +305,8 @@ def grouped_attention(
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
     implementation: str = "xla",
-    kv_lengths: jax.Array | None = None,
+    segments: tuple[jax.Array, jax.Array] | None = None,
+    causal: bool = False,
 ) -> jax.Array:
     """Grouped-query dot-product attention without repeating K/V.
 
@@ -314,11 +315,15 @@ def grouped_attention(
 
     Args:
       bias: additive, broadcastable to [B, N, T, S] (relative position bias).
-      mask: 1/True = attend, broadcastable to [B, 1 or N, T, S].
-      implementation: "xla" (grouped einsum) or "cudnn" (jax.nn.dot_product_attention).
-      kv_lengths: [B] valid (right-padded) key lengths. The cudnn path then masks by
-        length instead of `mask`, which it would otherwise add to `bias` as a dense
-        [B, N, T, S] tensor (17 GB for T5-XXL at batch 32 and 2048 tokens).
+      mask: 1/True = attend, broadcastable to [B, 1 or N, T, S]. The xla path uses it.
+      implementation: "xla" (grouped einsum) or "cudnn" (cuDNN flash attention).
+      segments: (query, key) layout for the cudnn path, which then ignores `mask`:
+        either valid lengths [B] of right-padded rows, or t5x packed segment ids [B, T]
+        and [B, S] (1, 2, ... in order from position 0; 0 = padding). Without them the
+        cudnn path adds `mask` to `bias` as a dense [B, N, T, S] tensor (17 GB for T5-XXL
+        at batch 32 and 2048 tokens), as `jax.nn.dot_product_attention` does.
+      causal: with `segments`, also mask keys after the query (within each segment).
+        `mask` must then already say the same thing for the xla path.
     """
     B, T, N, H = q_BTNH.shape
     K = k_BSKH.shape[2]
@@ -327,15 +332,15 @@ def grouped_attention(
     if implementation == "cudnn":
         if not deterministic and dropout_rate > 0:
             raise ValueError("the cudnn attention path has no dropout; use implementation='xla'")
-        if kv_lengths is not None:
-            mask = None
+        bias = None if bias is None else bias.astype(q_BTNH.dtype)
+        if segments is not None:
+            return _cudnn_by_segments(q_BTNH, k_BSKH, v_BSKH, bias, segments, causal)
         return jax.nn.dot_product_attention(
             q_BTNH,
             k_BSKH,
             v_BSKH,
-            bias=None if bias is None else bias.astype(q_BTNH.dtype),
+            bias=bias,
             mask=None if mask is None else mask > 0,
-            key_value_seq_lengths=kv_lengths,
             scale=1.0,
             implementation="cudnn",
         )
@@ -355,6 +360,56 @@ def grouped_attention(
         dropout_rng,
         deterministic,
     ).reshape(B, T, N, H)
+
+
+def segment_lengths_and_offsets(segment_ids_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Lengths [B, M] and start offsets [B, M + 1] of t5x packed segments, M = T.
+
+    Segment j (1-based) of a row is its tokens with id j; t5x packing lays them out in
+    order from position 0, padding (id 0) last. Absent segments get length 0 (so query and
+    key segments stay paired by id), and M = T bounds the number of segments a row holds.
+    """
+    B, T = segment_ids_BT.shape
+    counts = jax.vmap(lambda s: jnp.bincount(s, length=T + 1))(segment_ids_BT.astype(jnp.int32))
+    lengths = counts[:, 1:].astype(jnp.int32)
+    offsets = jnp.concatenate(
+        [jnp.zeros((B, 1), jnp.int32), jnp.cumsum(lengths, axis=1, dtype=jnp.int32)], axis=1
+    )
+    return lengths, offsets
+
+
+def _cudnn_by_segments(q_BTNH, k_BSKH, v_BSKH, bias, segments, causal):
+    """cuDNN flash attention masked by lengths or packed segments, never a dense mask."""
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_sdpa
+
+    q_seg, kv_seg = segments
+    mask_type = cudnn_sdpa.MaskType.PADDING_CAUSAL if causal else cudnn_sdpa.MaskType.PADDING
+    if q_seg.ndim == 1:  # right-padded rows: one sequence per row
+        q_len, kv_len = q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32)
+        q_off = kv_off = None
+        valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_len[:, None]
+    else:
+        # Packed rows: one cuDNN sequence per segment. Both sides need the same number of
+        # entries per row, paired by segment id.
+        M = max(q_seg.shape[1], kv_seg.shape[1])
+        pad = lambda s: jnp.pad(s, ((0, 0), (0, M - s.shape[1])))
+        q_len, q_off = segment_lengths_and_offsets(pad(q_seg))
+        kv_len, kv_off = segment_lengths_and_offsets(pad(kv_seg))
+        valid_BT = q_seg > 0
+    out = cudnn_sdpa.dot_product_attention(
+        q_BTNH,
+        k_BSKH,
+        v_BSKH,
+        bias=bias,
+        q_seqlen=q_len,
+        kv_seqlen=kv_len,
+        q_offsets=q_off,
+        kv_offsets=kv_off,
+        scale=1.0,
+        mask_type=mask_type,
+    )
+    # Rows outside every sequence (padding) are not written by cuDNN: define them as 0.
+    return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
 
 
 def _grouped(x: jax.Array | None, K: int) -> jax.Array | None:
@@ -458,7 +513,8 @@ class GroupedQueryAttention(nn.Module):
         decode_position: jax.Array | None = None,
         prefill: bool = False,
         deterministic: bool = True,
-        kv_lengths: jax.Array | None = None,
+        segments: tuple[jax.Array, jax.Array] | None = None,
+        causal: bool = False,
     ) -> jax.Array:
         # NOTE: T5 does not scale logits by 1/sqrt(H); it is folded into the query init.
         depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
@@ -485,6 +541,8 @@ class GroupedQueryAttention(nn.Module):
                 dropout_rng=dropout_rng,
                 deterministic=deterministic,
                 implementation=self.implementation,
+                segments=segments,
+                causal=causal,
             )
         return Dense(
             inputs_q.shape[-1],

@@ -143,11 +143,11 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x_BTD, bias, mask, deterministic: bool = True, lengths=None):
+    def __call__(self, x_BTD, bias, mask, deterministic: bool = True, segments=None):
         cfg = self.config
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_attention_layer_norm")(x_BTD)
         h = _attention(cfg, cfg.encoder_kv_heads, "attention", deterministic)(
-            h, h, mask, bias, deterministic=deterministic, kv_lengths=lengths
+            h, h, mask, bias, deterministic=deterministic, segments=segments
         )
         x_BTD = x_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(x_BTD)
@@ -170,6 +170,8 @@ class DecoderLayer(nn.Module):
         decode: bool = False,
         decode_position=None,
         prefill: bool = False,
+        self_segments=None,
+        cross_segments=None,
     ):
         cfg = self.config
         cross = _attention(
@@ -187,10 +189,19 @@ class DecoderLayer(nn.Module):
             decode=decode,
             decode_position=decode_position,
             deterministic=deterministic,
+            segments=self_segments,
+            causal=True,
         )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_cross_attention_layer_norm")(y_BTD)
-        h = cross(h, encoded, encoder_decoder_mask, decode=decode, deterministic=deterministic)
+        h = cross(
+            h,
+            encoded,
+            encoder_decoder_mask,
+            decode=decode,
+            deterministic=deterministic,
+            segments=cross_segments,
+        )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(y_BTD)
         h = _mlp(cfg)(h, deterministic=deterministic)
@@ -202,7 +213,7 @@ class Encoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True, lengths=None):
+    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True, segments=None):
         cfg = self.config
         x = self.shared_embedding(tokens_BT.astype(jnp.int32)).astype(cfg.dtype)
         x = _dropout(cfg, x, deterministic)
@@ -210,7 +221,7 @@ class Encoder(nn.Module):
         bias = _relpos(cfg)(T, T, bidirectional=True)
         layer_cls = _maybe_remat(cfg, EncoderLayer, static_argnums=(4,))
         for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic, lengths)
+            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic, segments)
             x = layers.with_sharding_constraint(x, ("batch", "length", "embed"))
         x = layers.RMSNorm(dtype=cfg.dtype, name="encoder_norm")(x)
         return _dropout(cfg, x, deterministic)
@@ -232,6 +243,8 @@ class Decoder(nn.Module):
         decode: bool = False,
         max_decode_length: int | None = None,
         prefill: bool = False,
+        self_segments=None,
+        cross_segments=None,
     ):
         cfg = self.config
         B, T = decoder_input_tokens.shape
@@ -267,6 +280,8 @@ class Decoder(nn.Module):
                 decode,
                 position,
                 prefill,
+                self_segments,
+                cross_segments,
             )
             y = layers.with_sharding_constraint(y, ("batch", "length", "embed"))
         if prefill:
@@ -280,6 +295,13 @@ class Decoder(nn.Module):
         return layers.Dense(
             cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32, name="logits_dense"
         )(y)
+
+
+def _segments_or_lengths(tokens_BT, segment_ids_BT):
+    """Packed segment ids [B, T] when given, else the valid lengths [B] of right-padded rows."""
+    if segment_ids_BT is not None:
+        return segment_ids_BT.astype(jnp.int32)
+    return jnp.sum(tokens_BT > 0, axis=-1).astype(jnp.int32)
 
 
 def _cache_length(decoder: nn.Module, max_decode_length: int | None) -> int:
@@ -311,19 +333,23 @@ class Transformer(nn.Module):
         mask = layers.make_attention_mask(
             encoder_input_tokens > 0, encoder_input_tokens > 0, dtype=cfg.dtype
         )
-        lengths = None
         if encoder_segment_ids is not None:
             mask = layers.combine_masks(
                 mask,
                 layers.make_attention_mask(encoder_segment_ids, encoder_segment_ids, jnp.equal),
                 dtype=cfg.dtype,
             )
-        elif cfg.resolved_attention_impl(enable_dropout and cfg.dropout_rate > 0) == "cudnn":
-            # Unpacked inputs are right-padded: mask by length (see grouped_attention).
-            lengths = jnp.sum(encoder_input_tokens > 0, axis=-1).astype(jnp.int32)
+        segments = None
+        if self._uses_cudnn(enable_dropout):
+            seg = _segments_or_lengths(encoder_input_tokens, encoder_segment_ids)
+            segments = (seg, seg)
         return self.encoder(
-            encoder_input_tokens, mask, deterministic=not enable_dropout, lengths=lengths
+            encoder_input_tokens, mask, deterministic=not enable_dropout, segments=segments
         )
+
+    def _uses_cudnn(self, enable_dropout: bool) -> bool:
+        cfg = self.config
+        return cfg.resolved_attention_impl(enable_dropout and cfg.dropout_rate > 0) == "cudnn"
 
     def decode(
         self,
@@ -361,6 +387,18 @@ class Transformer(nn.Module):
                 layers.make_attention_mask(decoder_segment_ids, encoder_segment_ids, jnp.equal),
                 dtype=cfg.dtype,
             )
+        self_segments = cross_segments = None
+        if not decode and self._uses_cudnn(enable_dropout):
+            # The cuDNN path masks by lengths / packed segments (the masks above are then
+            # unused and never built). Cross-attention pairs segments only when both sides
+            # are packed, as the mask above does.
+            both = encoder_segment_ids is not None and decoder_segment_ids is not None
+            dec = _segments_or_lengths(decoder_target_tokens, decoder_segment_ids)
+            self_segments = (dec, dec)
+            cross_segments = (
+                _segments_or_lengths(decoder_target_tokens, decoder_segment_ids if both else None),
+                _segments_or_lengths(encoder_input_tokens, encoder_segment_ids if both else None),
+            )
         return self.decoder(
             encoded,
             decoder_input_tokens,
@@ -370,6 +408,8 @@ class Transformer(nn.Module):
             deterministic=not enable_dropout,
             decode=decode,
             max_decode_length=max_decode_length,
+            self_segments=self_segments,
+            cross_segments=cross_segments,
         )
 
     def prefill_cross_attention(self, encoded, decoder_input_tokens):

@@ -52,3 +52,10 @@ if [[ $section == profile ]]; then  # session 2: where the missed targets' time 
   XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run 100 python3 scripts/benchmark_decode.py \
     --model large --groups 1 --no_ceilings --out "$OUT/decode_large_cublas.json"
 fi
+if [[ $section == packed ]]; then  # session 2: cuDNN masked by lengths / packed segments
+  run 150 python3 scripts/check_attention_gpu.py --out "$OUT/check_attention.json"
+  run 220 python3 scripts/benchmark_train.py --model large --batch 64 --steps 6 --profile \
+    --attention_impl auto --out "$OUT/train_segments.json"
+  run 150 python3 scripts/benchmark_train.py --model base --batch 16 --steps 2 \
+    --attention_impl auto,xla --out "$OUT/train_base_loss_check.json"
+fi
