@@ -93,7 +93,12 @@ def case(name, B, T, S, N, K, H, causal, packed, with_bias, seed):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/raw/check_attention.json")
+    ap.add_argument("--variants", action="store_true", help="packed-layout conventions only")
     args = ap.parse_args(argv)
+    if args.variants:
+        res = {"device": jax.devices()[0].device_kind, "variants": packed_variants()}
+        pathlib.Path(args.out).write_text(json.dumps(res, indent=1))
+        return 0
     cases = [
         ("encoder packed MHA", 4, 256, 256, 8, 8, 64, False, True, True),
         ("encoder packed GQA", 4, 256, 256, 8, 2, 64, False, True, True),
@@ -125,3 +130,71 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def packed_variants(seed: int = 0) -> list:
+    """Which packed-layout conventions cuDNN accepts: offsets and lengths in jax's
+    documented form (-1 padding, M = most segments in a row) or ours (M = T, zero-length
+    entries), with and without a bias. Forward output only, against the XLA path."""
+    from jax._src.cudnn import fused_attention_stablehlo as sdpa
+
+    rng = np.random.RandomState(seed)
+    B, T, N, H = 4, 256, 8, 64
+    ms = np.array([3, 1, 2, 4])
+    seg = packed_ids(rng, T, ms)
+    q = jnp.asarray(rng.randn(B, T, N, H) * 0.5, jnp.bfloat16)
+    k = jnp.asarray(rng.randn(B, T, N, H) * 0.5, jnp.bfloat16)
+    v = jnp.asarray(rng.randn(B, T, N, H), jnp.bfloat16)
+    bias = jnp.asarray(rng.randn(1, N, T, T), jnp.bfloat16)
+    mask = jnp.asarray(((seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0))[:, None])
+    valid = jnp.asarray(seg > 0)[:, :, None, None]
+    M = int(ms.max())
+    lens_doc = -np.ones((B, M), np.int32)
+    offs_doc = -np.ones((B, M + 1), np.int32)
+    for b in range(B):
+        for j in range(ms[b]):
+            idx = np.nonzero(seg[b] == j + 1)[0]
+            lens_doc[b, j], offs_doc[b, j] = len(idx), idx[0]
+    lens_end = lens_doc.copy()
+    offs_end = offs_doc.copy()
+    for b in range(B):
+        offs_end[b, ms[b]] = offs_doc[b, ms[b] - 1] + lens_doc[b, ms[b] - 1]
+    ours_len, ours_off = layers.segment_lengths_and_offsets(jnp.asarray(seg))
+    variants = {
+        "doc (-1 pad, starts only)": (lens_doc, offs_doc),
+        "doc + end offset": (lens_end, offs_end),
+        "ours (M=T, zero-length)": (np.asarray(ours_len), np.asarray(ours_off)),
+    }
+    out = []
+    for with_bias in (False, True):
+        b = bias if with_bias else None
+        ref = layers.grouped_attention(
+            q.astype(jnp.float32),
+            k.astype(jnp.float32),
+            v.astype(jnp.float32),
+            None if b is None else b.astype(jnp.float32),
+            mask,
+            implementation="xla",
+        )
+        for name, (ln, of) in variants.items():
+            try:
+                got = sdpa.dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    bias=b,
+                    q_seqlen=jnp.asarray(ln),
+                    kv_seqlen=jnp.asarray(ln),
+                    q_offsets=jnp.asarray(of),
+                    kv_offsets=jnp.asarray(of),
+                    scale=1.0,
+                    mask_type=sdpa.MaskType.PADDING,
+                )
+                d = (got.astype(jnp.float32) - ref) * valid
+                err = float(jnp.linalg.norm(d) / jnp.linalg.norm(ref * valid))
+                rec = {"variant": name, "bias": with_bias, "rel_err": err}
+            except Exception as e:  # noqa: BLE001
+                rec = {"variant": name, "bias": with_bias, "error": str(e)[:300]}
+            print(json.dumps(rec), flush=True)
+            out.append(rec)
+    return out
