@@ -128,10 +128,6 @@ def main(argv=None):
     return 0 if all(r["ok"] for r in results) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def packed_variants(seed: int = 0) -> list:
     """Which packed-layout conventions cuDNN accepts: offsets and lengths in jax's
     documented form (-1 padding, M = most segments in a row) or ours (M = T, zero-length
@@ -198,3 +194,7 @@ def packed_variants(seed: int = 0) -> list:
             print(json.dumps(rec), flush=True)
             out.append(rec)
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
