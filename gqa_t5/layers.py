@@ -362,54 +362,77 @@ def grouped_attention(
     ).reshape(B, T, N, H)
 
 
-def segment_lengths_and_offsets(segment_ids_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Lengths [B, M] and start offsets [B, M + 1] of t5x packed segments, M = T.
+SEGMENT_CODE_SCALE = 256.0  # a power of two: exact in bf16
 
-    Segment j (1-based) of a row is its tokens with id j; t5x packing lays them out in
-    order from position 0, padding (id 0) last. Absent segments get length 0 (so query and
-    key segments stay paired by id), and M = T bounds the number of segments a row holds.
+
+def segment_code(segment_ids_BT: jax.Array, num_bits: int, dtype: Any) -> jax.Array:
+    """Segment ids as +-1 bit vectors plus a constant 1: [B, T, W], W a multiple of 8.
+
+    Two codes' bit parts have dot product num_bits when the ids are equal and at most
+    num_bits - 2 otherwise. `with_segment_codes` uses them to mask attention to a segment.
     """
-    B, T = segment_ids_BT.shape
-    counts = jax.vmap(lambda s: jnp.bincount(s, length=T + 1))(segment_ids_BT.astype(jnp.int32))
-    lengths = counts[:, 1:].astype(jnp.int32)
-    offsets = jnp.concatenate(
-        [jnp.zeros((B, 1), jnp.int32), jnp.cumsum(lengths, axis=1, dtype=jnp.int32)], axis=1
-    )
-    return lengths, offsets
+    width = -(-(num_bits + 1) // 8) * 8
+    bits = (segment_ids_BT[..., None].astype(jnp.int32) >> jnp.arange(num_bits)) & 1
+    code = jnp.concatenate([2 * bits - 1, jnp.ones_like(bits[..., :1])], -1).astype(dtype)
+    return jnp.pad(code, ((0, 0), (0, 0), (0, width - num_bits - 1)))
+
+
+def with_segment_codes(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, kv_segment_ids):
+    """q, k, v with segment codes put before the head dimension (v gets zeros there).
+
+    Queries get C * (bit code, -num_bits), keys (bit code, 1), C = SEGMENT_CODE_SCALE:
+    the logit of a key in the query's segment is unchanged and every other one is at least
+    2C = 512 lower, so attention over the results without a mask equals attention masked
+    to equal segment ids, as t5x packs (exp(-512) is 0 in float32; the last H output
+    columns are the result). Ids must be at most the sequence length (t5x packing: 1, 2,
+    ...; 0 = padding, itself a segment that real tokens never see).
+    """
+    num_bits = max(q_segment_ids.shape[1], kv_segment_ids.shape[1]).bit_length()
+    dt = q_BTNH.dtype
+    q_code = segment_code(q_segment_ids, num_bits, dt)
+    q_code = q_code.at[..., num_bits].set(-num_bits) * SEGMENT_CODE_SCALE
+    k_code = segment_code(kv_segment_ids, num_bits, dt)
+    W = q_code.shape[-1]
+    q_code = jnp.broadcast_to(q_code[:, :, None, :], (*q_BTNH.shape[:3], W))
+    k_code = jnp.broadcast_to(k_code[:, :, None, :], (*k_BSKH.shape[:3], W))
+    # Codes first: summed in order, their integer terms cancel exactly before q.k is added.
+    q_ext = jnp.concatenate([q_code, q_BTNH], -1)
+    k_ext = jnp.concatenate([k_code, k_BSKH], -1)
+    v_ext = jnp.pad(v_BSKH, ((0, 0), (0, 0), (0, 0), (W, 0)))
+    return q_ext, k_ext, v_ext
 
 
 def _cudnn_by_segments(q_BTNH, k_BSKH, v_BSKH, bias, segments, causal):
-    """cuDNN flash attention masked by lengths or packed segments, never a dense mask."""
-    from jax._src.cudnn import fused_attention_stablehlo as cudnn_sdpa
+    """cuDNN flash attention masked by lengths or packed segments, never a dense mask.
 
+    Right-padded rows use cuDNN's padding mask. Packed rows cannot: cuDNN's packed
+    (ragged) layout gives wrong results with a bias, which T5's relative positions need
+    (measured: benchmarks/NOTES.md). Instead each segment id is appended to the head
+    dimension as a code (`with_segment_codes`) that lowers other segments' logits by 512
+    or more; the values get zeros there and those output columns are dropped.
+    """
     q_seg, kv_seg = segments
-    mask_type = cudnn_sdpa.MaskType.PADDING_CAUSAL if causal else cudnn_sdpa.MaskType.PADDING
+    H = q_BTNH.shape[-1]
     if q_seg.ndim == 1:  # right-padded rows: one sequence per row
-        q_len, kv_len = q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32)
-        q_off = kv_off = None
-        valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_len[:, None]
-    else:
-        # Packed rows: one cuDNN sequence per segment. Both sides need the same number of
-        # entries per row, paired by segment id.
-        M = max(q_seg.shape[1], kv_seg.shape[1])
-        pad = lambda s: jnp.pad(s, ((0, 0), (0, M - s.shape[1])))
-        q_len, q_off = segment_lengths_and_offsets(pad(q_seg))
-        kv_len, kv_off = segment_lengths_and_offsets(pad(kv_seg))
-        valid_BT = q_seg > 0
-    out = cudnn_sdpa.dot_product_attention(
-        q_BTNH,
-        k_BSKH,
-        v_BSKH,
-        bias=bias,
-        q_seqlen=q_len,
-        kv_seqlen=kv_len,
-        q_offsets=q_off,
-        kv_offsets=kv_off,
-        scale=1.0,
-        mask_type=mask_type,
+        out = jax.nn.dot_product_attention(
+            q_BTNH,
+            k_BSKH,
+            v_BSKH,
+            bias=bias,
+            scale=1.0,
+            is_causal=causal,
+            query_seq_lengths=q_seg.astype(jnp.int32),
+            key_value_seq_lengths=kv_seg.astype(jnp.int32),
+            implementation="cudnn",
+        )
+        valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_seg[:, None]
+        # Rows past a row's length are not attended by anything: define them as 0.
+        return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
+    q_ext, k_ext, v_ext = with_segment_codes(q_BTNH, k_BSKH, v_BSKH, q_seg, kv_seg)
+    out = jax.nn.dot_product_attention(
+        q_ext, k_ext, v_ext, bias=bias, scale=1.0, is_causal=causal, implementation="cudnn"
     )
-    # Rows outside every sequence (padding) are not written by cuDNN: define them as 0.
-    return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
+    return out[..., -H:]
 
 
 def _grouped(x: jax.Array | None, K: int) -> jax.Array | None:

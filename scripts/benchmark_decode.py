@@ -181,7 +181,29 @@ def check_against_references(cfg: T5Config, enc: jax.Array, steps: int = 8) -> d
     return out
 
 
-def profile_summary(fn, *args, top: int = 30) -> dict:
+def hlo_op_names(hlo_text: str) -> dict:
+    """Fusion / instruction name (as kernels are named: '.' -> '_') -> its source op_name."""
+    import re
+
+    out = {}
+    for m in re.finditer(r"%([\w.\-]+) = [^\n]*?metadata=\{op_name=\"([^\"]+)\"", hlo_text):
+        out[m.group(1).replace(".", "_").replace("-", "_")] = m.group(2)[-160:]
+    return out
+
+
+def dumped_hlo(module_substring: str) -> str:
+    """The optimized HLO text XLA dumped (XLA_FLAGS --xla_dump_to) for a module, or ''."""
+    import glob
+    import re
+
+    m = re.search(r"--xla_dump_to=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    if not m:
+        return ""
+    paths = glob.glob(f"{m.group(1)}/*{module_substring}*after_optimizations.txt")
+    return pathlib.Path(max(paths, key=os.path.getsize)).read_text() if paths else ""
+
+
+def profile_summary(fn, *args, top: int = 30, hlo_text: str = "") -> dict:
     """Per-kernel GPU time for one call of `fn`, from a perfetto trace (CUPTI)."""
     import glob
     import gzip
@@ -221,6 +243,7 @@ def profile_summary(fn, *args, top: int = 30) -> dict:
             cur_e = max(cur_e, e0)
     busy += cur_e - cur_s
     ranked = sorted(per.items(), key=lambda kv: -kv[1][1])[:top]
+    ops = hlo_op_names(hlo_text) if hlo_text else {}
     cats = {}
     for e in kern:
         c, t = cats.get(kernel_category(e["name"]), (0, 0.0))
@@ -230,7 +253,10 @@ def profile_summary(fn, *args, top: int = 30) -> dict:
         "busy_us": busy,
         "kernels": len(kern),
         "by_category": {k: {"count": c, "total_us": t} for k, (c, t) in sorted(cats.items())},
-        "top": [{"name": k, "count": c, "total_us": t} for k, (c, t) in ranked],
+        "top": [
+            {"name": k, "count": c, "total_us": t, "op": ops.get(k.split("(")[0].strip(), "")}
+            for k, (c, t) in ranked
+        ],
     }
 
 

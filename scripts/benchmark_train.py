@@ -28,7 +28,7 @@ from gqa_t5.network import T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
 from gqa_t5.timing import random_params  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
-from scripts.benchmark_decode import SIZES, profile_summary  # noqa: E402
+from scripts.benchmark_decode import SIZES, dumped_hlo, profile_summary  # noqa: E402
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheets
 
@@ -113,7 +113,7 @@ def run(size, B, S, T, steps, impl, remat, G, profile=False):
             holder[0], metrics = trainer.train_step(holder[0], batch)
             return metrics
 
-        prof = profile_summary(one_step)
+        prof = profile_summary(one_step, top=60, hlo_text=dumped_hlo("train_step"))
         prof["step_us_timed"] = dt * 1e6
     flops = train_flops_per_step(cfg, B, S, T)
     kind = jax.devices()[0].device_kind

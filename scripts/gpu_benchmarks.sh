@@ -54,8 +54,9 @@ if [[ $section == profile ]]; then  # session 2: where the missed targets' time 
 fi
 if [[ $section == packed ]]; then  # session 2: cuDNN masked by lengths / packed segments
   run 150 python3 scripts/check_attention_gpu.py --out "$OUT/check_attention.json"
-  run 220 python3 scripts/benchmark_train.py --model large --batch 64 --steps 6 --profile \
+  XLA_FLAGS="--xla_dump_to=/tmp/xla_dump --xla_dump_hlo_as_text" run 220 python3 \
+    scripts/benchmark_train.py --model large --batch 64 --steps 6 --profile \
     --attention_impl auto --out "$OUT/train_segments.json"
-  run 150 python3 scripts/benchmark_train.py --model base --batch 16 --steps 2 \
-    --attention_impl auto,xla --out "$OUT/train_base_loss_check.json"
+  run 120 python3 scripts/benchmark_train.py --model tiny --batch 16 --steps 2 \
+    --attention_impl auto,xla --out "$OUT/train_tiny_loss_check.json"
 fi
