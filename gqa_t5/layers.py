@@ -305,7 +305,7 @@ def grouped_attention(
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
     implementation: str = "xla",
-    segments: tuple[jax.Array, jax.Array] | None = None,
+    lengths: tuple[jax.Array, jax.Array] | None = None,
     causal: bool = False,
 ) -> jax.Array:
     """Grouped-query dot-product attention without repeating K/V.
@@ -317,13 +317,13 @@ def grouped_attention(
       bias: additive, broadcastable to [B, N, T, S] (relative position bias).
       mask: 1/True = attend, broadcastable to [B, 1 or N, T, S]. The xla path uses it.
       implementation: "xla" (grouped einsum) or "cudnn" (cuDNN flash attention).
-      segments: (query, key) layout for the cudnn path, which then ignores `mask`:
-        either valid lengths [B] of right-padded rows, or t5x packed segment ids [B, T]
-        and [B, S] (1, 2, ... in order from position 0; 0 = padding). Without them the
-        cudnn path adds `mask` to `bias` as a dense [B, N, T, S] tensor (17 GB for T5-XXL
-        at batch 32 and 2048 tokens), as `jax.nn.dot_product_attention` does.
-      causal: with `segments`, also mask keys after the query (within each segment).
-        `mask` must then already say the same thing for the xla path.
+      lengths: (query, key) valid lengths [B] of right-padded rows, for the cudnn path,
+        which then ignores `mask`. Without them it adds `mask` to `bias` as a dense
+        [B, N, T, S] tensor, as `jax.nn.dot_product_attention` does (17 GB for T5-XXL at
+        batch 32 and 2048 tokens). Packed rows keep the mask: cuDNN's packed layout is
+        wrong with a bias (benchmarks/NOTES.md).
+      causal: with `lengths`, also mask keys after the query; `mask` must then already
+        say the same for the xla path.
     """
     B, T, N, H = q_BTNH.shape
     K = k_BSKH.shape[2]
@@ -333,8 +333,8 @@ def grouped_attention(
         if not deterministic and dropout_rate > 0:
             raise ValueError("the cudnn attention path has no dropout; use implementation='xla'")
         bias = None if bias is None else bias.astype(q_BTNH.dtype)
-        if segments is not None:
-            return _cudnn_by_segments(q_BTNH, k_BSKH, v_BSKH, bias, segments, causal)
+        if lengths is not None:
+            return _cudnn_by_lengths(q_BTNH, k_BSKH, v_BSKH, bias, lengths, causal)
         return jax.nn.dot_product_attention(
             q_BTNH,
             k_BSKH,
@@ -362,77 +362,23 @@ def grouped_attention(
     ).reshape(B, T, N, H)
 
 
-SEGMENT_CODE_SCALE = 256.0  # a power of two: exact in bf16
-
-
-def segment_code(segment_ids_BT: jax.Array, num_bits: int, dtype: Any) -> jax.Array:
-    """Segment ids as +-1 bit vectors plus a constant 1: [B, T, W], W a multiple of 8.
-
-    Two codes' bit parts have dot product num_bits when the ids are equal and at most
-    num_bits - 2 otherwise. `with_segment_codes` uses them to mask attention to a segment.
-    """
-    width = -(-(num_bits + 1) // 8) * 8
-    bits = (segment_ids_BT[..., None].astype(jnp.int32) >> jnp.arange(num_bits)) & 1
-    code = jnp.concatenate([2 * bits - 1, jnp.ones_like(bits[..., :1])], -1).astype(dtype)
-    return jnp.pad(code, ((0, 0), (0, 0), (0, width - num_bits - 1)))
-
-
-def with_segment_codes(q_BTNH, k_BSKH, v_BSKH, q_segment_ids, kv_segment_ids):
-    """q, k, v with segment codes put before the head dimension (v gets zeros there).
-
-    Queries get C * (bit code, -num_bits), keys (bit code, 1), C = SEGMENT_CODE_SCALE:
-    the logit of a key in the query's segment is unchanged and every other one is at least
-    2C = 512 lower, so attention over the results without a mask equals attention masked
-    to equal segment ids, as t5x packs (exp(-512) is 0 in float32; the last H output
-    columns are the result). Ids must be at most the sequence length (t5x packing: 1, 2,
-    ...; 0 = padding, itself a segment that real tokens never see).
-    """
-    num_bits = max(q_segment_ids.shape[1], kv_segment_ids.shape[1]).bit_length()
-    dt = q_BTNH.dtype
-    q_code = segment_code(q_segment_ids, num_bits, dt)
-    q_code = q_code.at[..., num_bits].set(-num_bits) * SEGMENT_CODE_SCALE
-    k_code = segment_code(kv_segment_ids, num_bits, dt)
-    W = q_code.shape[-1]
-    q_code = jnp.broadcast_to(q_code[:, :, None, :], (*q_BTNH.shape[:3], W))
-    k_code = jnp.broadcast_to(k_code[:, :, None, :], (*k_BSKH.shape[:3], W))
-    # Codes first: summed in order, their integer terms cancel exactly before q.k is added.
-    q_ext = jnp.concatenate([q_code, q_BTNH], -1)
-    k_ext = jnp.concatenate([k_code, k_BSKH], -1)
-    v_ext = jnp.pad(v_BSKH, ((0, 0), (0, 0), (0, 0), (W, 0)))
-    return q_ext, k_ext, v_ext
-
-
-def _cudnn_by_segments(q_BTNH, k_BSKH, v_BSKH, bias, segments, causal):
-    """cuDNN flash attention masked by lengths or packed segments, never a dense mask.
-
-    Right-padded rows use cuDNN's padding mask. Packed rows cannot: cuDNN's packed
-    (ragged) layout gives wrong results with a bias, which T5's relative positions need
-    (measured: benchmarks/NOTES.md). Instead each segment id is appended to the head
-    dimension as a code (`with_segment_codes`) that lowers other segments' logits by 512
-    or more; the values get zeros there and those output columns are dropped.
-    """
-    q_seg, kv_seg = segments
-    H = q_BTNH.shape[-1]
-    if q_seg.ndim == 1:  # right-padded rows: one sequence per row
-        out = jax.nn.dot_product_attention(
-            q_BTNH,
-            k_BSKH,
-            v_BSKH,
-            bias=bias,
-            scale=1.0,
-            is_causal=causal,
-            query_seq_lengths=q_seg.astype(jnp.int32),
-            key_value_seq_lengths=kv_seg.astype(jnp.int32),
-            implementation="cudnn",
-        )
-        valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_seg[:, None]
-        # Rows past a row's length are not attended by anything: define them as 0.
-        return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
-    q_ext, k_ext, v_ext = with_segment_codes(q_BTNH, k_BSKH, v_BSKH, q_seg, kv_seg)
+def _cudnn_by_lengths(q_BTNH, k_BSKH, v_BSKH, bias, lengths, causal):
+    """cuDNN flash attention over right-padded rows, masked by length (no dense mask)."""
+    q_len, kv_len = (x.astype(jnp.int32) for x in lengths)
     out = jax.nn.dot_product_attention(
-        q_ext, k_ext, v_ext, bias=bias, scale=1.0, is_causal=causal, implementation="cudnn"
+        q_BTNH,
+        k_BSKH,
+        v_BSKH,
+        bias=bias,
+        scale=1.0,
+        is_causal=causal,
+        query_seq_lengths=q_len,
+        key_value_seq_lengths=kv_len,
+        implementation="cudnn",
     )
-    return out[..., -H:]
+    # Rows past a row's length are never attended to: define them as 0.
+    valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_len[:, None]
+    return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
 
 
 def _grouped(x: jax.Array | None, K: int) -> jax.Array | None:
@@ -536,7 +482,7 @@ class GroupedQueryAttention(nn.Module):
         decode_position: jax.Array | None = None,
         prefill: bool = False,
         deterministic: bool = True,
-        segments: tuple[jax.Array, jax.Array] | None = None,
+        lengths: tuple[jax.Array, jax.Array] | None = None,
         causal: bool = False,
     ) -> jax.Array:
         # NOTE: T5 does not scale logits by 1/sqrt(H); it is folded into the query init.
@@ -564,7 +510,7 @@ class GroupedQueryAttention(nn.Module):
                 dropout_rng=dropout_rng,
                 deterministic=deterministic,
                 implementation=self.implementation,
-                segments=segments,
+                lengths=lengths,
                 causal=causal,
             )
         return Dense(

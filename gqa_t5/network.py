@@ -143,11 +143,11 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x_BTD, bias, mask, deterministic: bool = True, segments=None):
+    def __call__(self, x_BTD, bias, mask, deterministic: bool = True, lengths=None):
         cfg = self.config
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_attention_layer_norm")(x_BTD)
         h = _attention(cfg, cfg.encoder_kv_heads, "attention", deterministic)(
-            h, h, mask, bias, deterministic=deterministic, segments=segments
+            h, h, mask, bias, deterministic=deterministic, lengths=lengths
         )
         x_BTD = x_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(x_BTD)
@@ -170,8 +170,8 @@ class DecoderLayer(nn.Module):
         decode: bool = False,
         decode_position=None,
         prefill: bool = False,
-        self_segments=None,
-        cross_segments=None,
+        self_lengths=None,
+        cross_lengths=None,
     ):
         cfg = self.config
         cross = _attention(
@@ -189,7 +189,7 @@ class DecoderLayer(nn.Module):
             decode=decode,
             decode_position=decode_position,
             deterministic=deterministic,
-            segments=self_segments,
+            lengths=self_lengths,
             causal=True,
         )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
@@ -200,7 +200,7 @@ class DecoderLayer(nn.Module):
             encoder_decoder_mask,
             decode=decode,
             deterministic=deterministic,
-            segments=cross_segments,
+            lengths=cross_lengths,
         )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(y_BTD)
@@ -213,7 +213,7 @@ class Encoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True, segments=None):
+    def __call__(self, tokens_BT, encoder_mask=None, deterministic: bool = True, lengths=None):
         cfg = self.config
         x = self.shared_embedding(tokens_BT.astype(jnp.int32)).astype(cfg.dtype)
         x = _dropout(cfg, x, deterministic)
@@ -221,7 +221,7 @@ class Encoder(nn.Module):
         bias = _relpos(cfg)(T, T, bidirectional=True)
         layer_cls = _maybe_remat(cfg, EncoderLayer, static_argnums=(4,))
         for i in range(cfg.num_encoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic, segments)
+            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, encoder_mask, deterministic, lengths)
             x = layers.with_sharding_constraint(x, ("batch", "length", "embed"))
         x = layers.RMSNorm(dtype=cfg.dtype, name="encoder_norm")(x)
         return _dropout(cfg, x, deterministic)
@@ -243,8 +243,8 @@ class Decoder(nn.Module):
         decode: bool = False,
         max_decode_length: int | None = None,
         prefill: bool = False,
-        self_segments=None,
-        cross_segments=None,
+        self_lengths=None,
+        cross_lengths=None,
     ):
         cfg = self.config
         B, T = decoder_input_tokens.shape
@@ -280,8 +280,8 @@ class Decoder(nn.Module):
                 decode,
                 position,
                 prefill,
-                self_segments,
-                cross_segments,
+                self_lengths,
+                cross_lengths,
             )
             y = layers.with_sharding_constraint(y, ("batch", "length", "embed"))
         if prefill:
@@ -297,10 +297,8 @@ class Decoder(nn.Module):
         )(y)
 
 
-def _segments_or_lengths(tokens_BT, segment_ids_BT):
-    """Packed segment ids [B, T] when given, else the valid lengths [B] of right-padded rows."""
-    if segment_ids_BT is not None:
-        return segment_ids_BT.astype(jnp.int32)
+def _valid_lengths(tokens_BT):
+    """Valid lengths [B] of right-padded rows (token 0 = padding)."""
     return jnp.sum(tokens_BT > 0, axis=-1).astype(jnp.int32)
 
 
@@ -339,12 +337,13 @@ class Transformer(nn.Module):
                 layers.make_attention_mask(encoder_segment_ids, encoder_segment_ids, jnp.equal),
                 dtype=cfg.dtype,
             )
-        segments = None
-        if self._uses_cudnn(enable_dropout):
-            seg = _segments_or_lengths(encoder_input_tokens, encoder_segment_ids)
-            segments = (seg, seg)
+        lengths = None
+        if encoder_segment_ids is None and self._uses_cudnn(enable_dropout):
+            # Unpacked rows are right-padded: cuDNN masks them by length (grouped_attention).
+            n = _valid_lengths(encoder_input_tokens)
+            lengths = (n, n)
         return self.encoder(
-            encoder_input_tokens, mask, deterministic=not enable_dropout, segments=segments
+            encoder_input_tokens, mask, deterministic=not enable_dropout, lengths=lengths
         )
 
     def _uses_cudnn(self, enable_dropout: bool) -> bool:
@@ -387,18 +386,13 @@ class Transformer(nn.Module):
                 layers.make_attention_mask(decoder_segment_ids, encoder_segment_ids, jnp.equal),
                 dtype=cfg.dtype,
             )
-        self_segments = cross_segments = None
-        if not decode and self._uses_cudnn(enable_dropout):
-            # The cuDNN path masks by lengths / packed segments (the masks above are then
-            # unused and never built). Cross-attention pairs segments only when both sides
-            # are packed, as the mask above does.
-            both = encoder_segment_ids is not None and decoder_segment_ids is not None
-            dec = _segments_or_lengths(decoder_target_tokens, decoder_segment_ids)
-            self_segments = (dec, dec)
-            cross_segments = (
-                _segments_or_lengths(decoder_target_tokens, decoder_segment_ids if both else None),
-                _segments_or_lengths(encoder_input_tokens, encoder_segment_ids if both else None),
-            )
+        self_lengths = cross_lengths = None
+        unpacked = encoder_segment_ids is None and decoder_segment_ids is None
+        if not decode and unpacked and self._uses_cudnn(enable_dropout):
+            # Right-padded rows: cuDNN masks by length; the masks above are then unused.
+            n_dec = _valid_lengths(decoder_target_tokens)
+            self_lengths = (n_dec, n_dec)
+            cross_lengths = (n_dec, _valid_lengths(encoder_input_tokens))
         return self.decoder(
             encoded,
             decoder_input_tokens,
@@ -408,8 +402,8 @@ class Transformer(nn.Module):
             deterministic=not enable_dropout,
             decode=decode,
             max_decode_length=max_decode_length,
-            self_segments=self_segments,
-            cross_segments=cross_segments,
+            self_lengths=self_lengths,
+            cross_lengths=cross_lengths,
         )
 
     def prefill_cross_attention(self, encoded, decoder_input_tokens):

@@ -1,10 +1,10 @@
-"""GPU check: the cuDNN attention path (lengths / packed segments) against the XLA path.
+"""GPU check: the cuDNN attention path (by lengths, or by a mask for packed rows) against XLA.
 
 For random inputs in the layouts training uses (packed encoder self-attention, packed causal
 decoder self-attention, packed cross-attention, right-padded rows; G = N and G < N), compares
 the output and the gradients with respect to q, k, v and the relative-position bias with the
 grouped-einsum path in float32 (masks built as t5x builds them). Rows outside every segment
-are excluded (their output is defined as 0 on the cuDNN path and is never used). The bf16
+are excluded (their output is never used). The bf16
 XLA path against the same float32 reference gives the error to expect from rounding alone.
 
   python scripts/check_attention_gpu.py --out benchmarks/raw/check_attention.json
@@ -69,7 +69,7 @@ def case(name, B, T, S, N, K, H, causal, packed, with_bias, seed):
                 None if b is None else b.astype(dtype),
                 mask,
                 implementation=impl,
-                segments=segments if impl == "cudnn" else None,
+                lengths=None if packed or impl != "cudnn" else segments,
                 causal=causal,
             )
             out = out.astype(jnp.float32) * jnp.asarray(valid)[:, :, None, None]

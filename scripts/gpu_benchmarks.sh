@@ -60,3 +60,16 @@ if [[ $section == packed ]]; then  # session 2: cuDNN masked by lengths / packed
   run 120 python3 scripts/benchmark_train.py --model tiny --batch 16 --steps 2 \
     --attention_impl auto,xla --out "$OUT/train_tiny_loss_check.json"
 fi
+if [[ $section == session2_a ]]; then  # session 2: annotated train profile; XXL at 4096
+  XLA_FLAGS="--xla_dump_to=/tmp/xla_dump --xla_dump_hlo_as_text" run 240 python3 \
+    scripts/benchmark_train.py --model large --batch 64 --steps 6 --profile \
+    --attention_impl auto --out "$OUT/train_large_profile.json"
+  run 330 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --input_len 4096 \
+    --repeats 1 --no_ceilings --out "$OUT/scale_S4096.json"
+fi
+if [[ $section == session2_b ]]; then  # session 2: XXL and Large decode after the lengths fix
+  run 330 python3 scripts/benchmark_decode.py --model xxl --groups 8,64,1 --check \
+    --out "$OUT/decode_xxl.json"
+  run 200 python3 scripts/benchmark_decode.py --model large --groups 16,1,2,4,8 --check \
+    --out "$OUT/decode_large.json"
+fi
