@@ -68,8 +68,10 @@ if [[ $section == session2_a ]]; then  # session 2: annotated train profile; XXL
     --repeats 1 --no_ceilings --out "$OUT/scale_S4096.json"
 fi
 if [[ $section == session2_b ]]; then  # session 2: XXL and Large decode after the lengths fix
-  run 330 python3 scripts/benchmark_decode.py --model xxl --groups 8,64,1 --check \
+  run 240 python3 scripts/benchmark_decode.py --model xxl --groups 8,64,1 --check \
     --out "$OUT/decode_xxl.json"
+  run 90 python3 scripts/benchmark_decode.py --model xxl --groups 64 --input_len 4096 \
+    --repeats 1 --no_ceilings --out "$OUT/scale_S4096_mha.json"
   run 200 python3 scripts/benchmark_decode.py --model large --groups 16,1,2,4,8 --check \
     --out "$OUT/decode_large.json"
 fi
