@@ -75,3 +75,17 @@ if [[ $section == session2_b ]]; then  # session 2: XXL and Large decode after t
   run 200 python3 scripts/benchmark_decode.py --model large --groups 16,1,2,4,8 --check \
     --out "$OUT/decode_large.json"
 fi
+if [[ $section == session2_c ]]; then  # session 2: the rest of XXL G and input lengths
+  run 200 python3 scripts/benchmark_decode.py --model xxl --groups 2,4,16,32 \
+    --out "$OUT/decode_xxl_b.json"
+  for S in 512 1024; do
+    run 170 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --input_len $S \
+      --repeats 1 --no_ceilings --out "$OUT/scale_S$S.json"
+  done
+fi
+if [[ $section == session2_d ]]; then  # session 2: batch 1 and 8
+  for B in 1 8; do
+    run 150 python3 scripts/benchmark_decode.py --model xxl --groups 8,64 --batch $B \
+      --repeats 1 --no_ceilings --out "$OUT/scale_B$B.json"
+  done
+fi
