@@ -176,11 +176,16 @@ def plot_scaling(rows: list[dict], path: pathlib.Path) -> None:
         a.plot(*zip(*by_len, strict=True), marker="o", label=name)
         b.plot(*zip(*by_batch, strict=True), marker="o", label=name)
     a.set(xscale="log", xlabel="input length (batch 32)", ylabel="time per sample (s)")
+    a.set_xticks([512, 1024, 2048, 4096], labels=["512", "1024", "2048", "4096"])
+    a.minorticks_off()
     b.set(xscale="log", yscale="log", xlabel="batch (input 2048)")
+    b.set_xticks([1, 8, 32], labels=["1", "8", "32"])
+    b.set_yticks([0.15, 0.3, 0.6, 1.2, 2.4], labels=["0.15", "0.3", "0.6", "1.2", "2.4"])
+    b.minorticks_off()
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Greedy decode, output 512, H100, bf16 (4096 at batch 32: out of memory)")
+    fig.suptitle("Greedy decode, output 512, H100, bf16 (MHA at 4096, batch 32: out of memory)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -190,6 +195,11 @@ def main() -> None:
     rows = sorted((row(r) for r in runs.values()), key=lambda r: (r["model"] != "xxl", r["G"]))
     peer = json.loads((RAW / "hf_peer_h100.json").read_text())
     train = json.loads((RAW / "train_large_h100.json").read_text())["runs"]
+    for r in json.loads((RAW / "train_large_profile_h100.json").read_text())["runs"]:
+        prof = r.pop("profile_step", {})
+        r["profile_by_category_us"] = {k: v["total_us"] for k, v in prof["by_category"].items()}
+        r["profile_busy_us"], r["source"] = prof["busy_us"], "train_large_profile_h100.json"
+        train.append(r)
     hf = {p["model"]: p["s_per_sample"] for p in peer if "error" not in p}
     ours = {(r["model"], r["G"]): r["s_per_sample"] for r in rows}
     summary = {
