@@ -72,19 +72,29 @@ class Dense(nn.Module):
             jnp.float32,
             axes=self.kernel_axes,
         )
-        x = x.reshape(*x.shape[: -self.in_axes], -1)
-        if _narrower(kernel.dtype, self.dtype) and x.dtype == kernel.dtype:
-            # Weights stored in half precision for inference, half-precision inputs, wide
-            # output (the float32 logits): accumulate in the wide type rather than
-            # up-casting the kernel, which would copy it every decode step. Same result.
-            y = jnp.dot(x, kernel, preferred_element_type=self.dtype)
-        else:
-            y = jnp.dot(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
+        y = dense_dot(x.reshape(*x.shape[: -self.in_axes], -1), kernel, self.dtype)
         return y.reshape(*y.shape[:-1], *feats)
+
+
+def dense_dot(x: jax.Array, kernel: jax.Array, dtype: Any) -> jax.Array:
+    """x @ kernel computed in `dtype`, as `Dense` does."""
+    if _narrower(kernel.dtype, dtype) and x.dtype == kernel.dtype:
+        # Weights stored in half precision for inference, half-precision inputs, wide
+        # output (the float32 logits): accumulate in the wide type rather than
+        # up-casting the kernel, which would copy it every decode step. Same result.
+        return jnp.dot(x, kernel, preferred_element_type=dtype)
+    return jnp.dot(jnp.asarray(x, dtype), jnp.asarray(kernel, dtype))
 
 
 def _narrower(a: Any, b: Any) -> bool:
     return jnp.dtype(a).itemsize < jnp.dtype(b).itemsize
+
+
+# Decode-only parameters made by `models.fuse_decode_projections`: the decoder's
+# self-attention query/key/value kernels side by side, and the MLP's input kernels, so a
+# decode step runs one matmul where it would run three (or two). Never trained or saved.
+FUSED_QKV = "fused_qkv_kernel"
+FUSED_WI = "fused_wi_kernel"
 
 
 class Embed(nn.Module):
@@ -199,7 +209,11 @@ class MlpBlock(nn.Module):
             kernel_init=self.kernel_init,
         )
         hidden = []
-        for i, act in enumerate(self.activations):
+        if self.has_variable("params", FUSED_WI):  # decode steps (fuse_decode_projections)
+            fused = dense_dot(x_BTD, self.get_variable("params", FUSED_WI), self.dtype)
+            parts = jnp.split(fused, len(self.activations), axis=-1)
+            hidden = [_activation(a)(h) for a, h in zip(self.activations, parts, strict=True)]
+        for i, act in enumerate(self.activations if not hidden else ()):
             name = "wi" if len(self.activations) == 1 else f"wi_{i}"
             h_BTF = dense(name=name)(x_BTD)
             hidden.append(_activation(act)(h_BTF))
@@ -488,12 +502,16 @@ class GroupedQueryAttention(nn.Module):
         # NOTE: T5 does not scale logits by 1/sqrt(H); it is folded into the query init.
         depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
         query_init = lambda *a: self.kernel_init(*a) / depth_scaling
-        q_BTNH = self._project(
-            inputs_q, "query", self.num_heads, ("embed", "joined_kv"), query_init
-        )
+        kv = None
+        if decode and self.has_variable("params", FUSED_QKV):  # one matmul for q, k, v
+            q_BTNH, *kv = self._fused_qkv(inputs_q)
+        else:
+            q_BTNH = self._project(
+                inputs_q, "query", self.num_heads, ("embed", "joined_kv"), query_init
+            )
 
         if decode:
-            out_BTNH = self._decode(q_BTNH, inputs_kv, mask, bias, decode_position, prefill)
+            out_BTNH = self._decode(q_BTNH, inputs_kv, mask, bias, decode_position, prefill, kv)
         else:
             k_BSKH, v_BSKH = self._kv(inputs_kv)
             dropout_rng = None
@@ -522,7 +540,14 @@ class GroupedQueryAttention(nn.Module):
             name="out",
         )(out_BTNH)
 
-    def _decode(self, q_BTNH, inputs_kv, mask, bias, position, prefill):
+    def _fused_qkv(self, inputs_q: jax.Array) -> list[jax.Array]:
+        B, T = inputs_q.shape[:2]
+        N, K, H = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = dense_dot(inputs_q, self.get_variable("params", FUSED_QKV), self.dtype)
+        q, k, v = jnp.split(qkv, [N * H, (N + K) * H], axis=-1)
+        return [q.reshape(B, T, N, H), k.reshape(B, T, K, H), v.reshape(B, T, K, H)]
+
+    def _decode(self, q_BTNH, inputs_kv, mask, bias, position, prefill, kv=None):
         """Decode-mode attention: create the cache, fill it, or take one step."""
         initialized = self.has_variable("cache", "cached_key")
         B = q_BTNH.shape[0]
@@ -532,7 +557,7 @@ class GroupedQueryAttention(nn.Module):
             shape = (B, self.num_kv_heads, kv_len, self.head_dim)
             ck = self.variable("cache", "cached_key", jnp.zeros, shape, self.dtype)
             cv = self.variable("cache", "cached_value", jnp.zeros, shape, self.dtype)
-            k_BSKH, v_BSKH = self._kv(inputs_kv)
+            k_BSKH, v_BSKH = kv if kv else self._kv(inputs_kv)
             return grouped_attention(
                 q_BTNH,
                 k_BSKH,
@@ -560,7 +585,7 @@ class GroupedQueryAttention(nn.Module):
                 raise ValueError(
                     f"cached self-attention decodes one token per step, got {q_BTNH.shape[1]}"
                 )
-            k_BSKH, v_BSKH = self._kv(inputs_kv)
+            k_BSKH, v_BSKH = kv if kv else self._kv(inputs_kv)
             idx = (0, 0, position, 0)
             k_BKSH = jax.lax.dynamic_update_slice(
                 ck.value, jnp.swapaxes(k_BSKH, 1, 2).astype(self.dtype), idx

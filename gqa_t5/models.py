@@ -12,6 +12,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 
@@ -149,8 +150,17 @@ class EncoderDecoderModel:
         )
         return new["cache"]
 
-    def tokens_to_logits_fn(self, params, encoder_input_tokens, max_decode_len: int):
-        """One decode step against the cache; reads cross-attention K/V, projects none."""
+    def tokens_to_logits_fn(
+        self, params, encoder_input_tokens, max_decode_len: int, fuse: bool = True
+    ):
+        """One decode step against the cache; reads cross-attention K/V, projects none.
+
+        With `fuse`, the decoder's q/k/v and MLP input kernels are concatenated once here
+        (`fuse_decode_projections`), outside the decode loop, so each step runs one matmul
+        for each group: the same numbers, fewer and larger kernels.
+        """
+        if fuse:
+            params = fuse_decode_projections(params)
 
         def step(ids_B1, cache):
             logits, new = self.module.apply(
@@ -220,6 +230,34 @@ class EncoderDecoderModel:
             rng=rng,
             fixed_length=fixed_length,
         )
+
+
+def fuse_decode_projections(params: Any) -> dict:
+    """`params` plus, per decoder layer, the self-attention [query | key | value] kernel
+    and the MLP's [wi_0 | wi_1 | ...] kernel concatenated along the output axis.
+
+    The originals stay (training, scoring and cache init use them); the decode-step
+    modules use the fused kernels when present (`layers.FUSED_QKV`, `layers.FUSED_WI`).
+    """
+    from gqa_t5 import layers
+
+    params = flax.core.unfreeze(params)
+    decoder = dict(params["decoder"])
+    for name, layer in decoder.items():
+        if not name.startswith("layers_"):
+            continue
+        layer = dict(layer)
+        attn = dict(layer["self_attention"])
+        attn[layers.FUSED_QKV] = jnp.concatenate(
+            [attn[n]["kernel"] for n in ("query", "key", "value")], axis=1
+        )
+        mlp = dict(layer["mlp"])
+        wi = sorted((n for n in mlp if n.startswith("wi_")), key=lambda n: int(n[3:]))
+        if len(wi) > 1:
+            mlp[layers.FUSED_WI] = jnp.concatenate([mlp[n]["kernel"] for n in wi], axis=1)
+        layer["self_attention"], layer["mlp"] = attn, mlp
+        decoder[name] = layer
+    return {**params, "decoder": decoder}
 
 
 def shift_right(targets_BT: jax.Array, start_id: int = 0) -> jax.Array:

@@ -314,7 +314,19 @@ def placement(model: EncoderDecoderModel, mesh_mode: str | None):
 
 
 def run_one(
-    size, G, B, S, L, dtype, repeats, check, ceilings, attention_impl, profile, mesh_mode=None
+    size,
+    G,
+    B,
+    S,
+    L,
+    dtype,
+    repeats,
+    check,
+    ceilings,
+    attention_impl,
+    profile,
+    mesh_mode=None,
+    fuse=True,
 ):
     cfg = T5Config(**SIZES[size], num_kv_heads=G, dtype=dtype, attention_impl=attention_impl)
     model = EncoderDecoderModel(cfg)
@@ -335,6 +347,7 @@ def run_one(
         "mesh": mesh_mode,
         "devices": len(jax.devices()) if mesh_mode else 1,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "fused_projections": fuse,
     }
     if check:
         rec["check_rel_err"] = check_against_references(cfg, enc[:2])
@@ -358,7 +371,7 @@ def run_one(
         def fill_and_decode(p, encoded, e):
             from gqa_t5 import decoding
 
-            step = model.tokens_to_logits_fn(p, e, L)
+            step = model.tokens_to_logits_fn(p, e, L, fuse=fuse)
             return decoding.temperature_sample(
                 step, fill(p, encoded), B, L, eos_id=1, fixed_length=True
             )
@@ -429,6 +442,7 @@ def run_isolated(
         cmd += ["--check"] * check + ["--profile"] * profile
         cmd += ["--single_ceilings"] * only_ceilings
         cmd += ["--mesh", args.mesh] if args.mesh else []
+        cmd += ["--no_fuse"] * args.no_fuse
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0 and pathlib.Path(f.name).stat().st_size:
             return json.loads(pathlib.Path(f.name).read_text())
@@ -461,6 +475,9 @@ def main(argv=None):
         choices=["batch", "kv_heads"],
         help="spread over all local devices: split the batch, or the heads",
     )
+    ap.add_argument(
+        "--no_fuse", action="store_true", help="decode steps without fused q/k/v, MLP kernels"
+    )
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--single_ceilings", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ceilings_json", default="{}", help=argparse.SUPPRESS)
@@ -483,6 +500,7 @@ def main(argv=None):
                 args.attention_impl,
                 args.profile,
                 args.mesh,
+                fuse=not args.no_fuse,
             )
         rec["device"] = str(jax.devices()[0].device_kind)
         rec["backend"], rec["jax"] = jax.default_backend(), jax.__version__

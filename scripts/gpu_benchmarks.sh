@@ -89,3 +89,17 @@ if [[ $section == session2_d ]]; then  # session 2: batch 1 and 8
       --repeats 1 --no_ceilings --out "$OUT/scale_B$B.json"
   done
 fi
+if [[ $section == fused ]]; then  # session 2: fused q/k/v and MLP-input kernels in decode steps
+  run 200 python3 scripts/benchmark_decode.py --model large --groups 16,1,2,4,8 --check \
+    --out "$OUT/decode_large_fused.json"
+  run 80 python3 scripts/benchmark_decode.py --model large --groups 1,8 --no_fuse \
+    --no_ceilings --out "$OUT/decode_large_unfused.json"
+  run 240 python3 scripts/benchmark_decode.py --model xxl --groups 8,64,1 --check \
+    --out "$OUT/decode_xxl_fused.json"
+fi
+if [[ $section == fused_rest ]]; then  # session 2: the remaining G with fused kernels
+  run 90 python3 scripts/benchmark_decode.py --model large --groups 8 \
+    --out "$OUT/decode_large_fused_g8.json"
+  run 240 python3 scripts/benchmark_decode.py --model xxl --groups 2,4,16,32 \
+    --out "$OUT/decode_xxl_fused_b.json"
+fi

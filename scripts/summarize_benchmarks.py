@@ -30,8 +30,8 @@ def decode_runs() -> dict[tuple[str, int], dict]:
     """The latest successful record per (model, G) at the headline shape."""
     best: dict[tuple[str, int], dict] = {}
     for path in sorted(RAW.glob("decode_*_h100.json")):
-        if "cmdbuf" in path.name:
-            continue
+        if any(k in path.name for k in ("cmdbuf", "cublas", "unfused", "profile")):
+            continue  # A/B experiments and profiling runs, not headline figures
         data = json.loads(path.read_text())
         for r in data["runs"]:
             if "error" in r or r.get("input_len") != 2048 or r.get("batch") != 32:

@@ -9,7 +9,7 @@ import pytest
 from test_network import random_batch, tiny_config
 
 from gqa_t5 import decoding
-from gqa_t5.models import EncoderDecoderModel, kv_cache_bytes_per_token
+from gqa_t5.models import EncoderDecoderModel, fuse_decode_projections, kv_cache_bytes_per_token
 
 
 def _setup(num_kv_heads, seed=0, **overrides):
@@ -84,9 +84,33 @@ def test_cross_attention_kv_is_projected_once_per_input():
         after["decoder"]["layers_1"]["encoder_decoder_attention"]["cached_key"], cross
     )
     # Per layer: self q/k/v/out, 2 attention einsums, cross q/out, 2 einsums, 3 MLP = 13;
-    # plus the output projection. Re-projecting cross K/V would add 2 per layer.
+    # plus the output projection. Re-projecting cross K/V would add 2 per layer. Fused
+    # (the default), q/k/v are one matmul and the two MLP inputs one: 10.
     L = model.config.num_decoder_layers
-    assert _count_dots(step, jnp.zeros((3, 1), jnp.int32), cache) == 13 * L + 1
+    unfused = model.tokens_to_logits_fn(params, enc, 7, fuse=False)
+    assert _count_dots(unfused, jnp.zeros((3, 1), jnp.int32), cache) == 13 * L + 1
+    assert _count_dots(step, jnp.zeros((3, 1), jnp.int32), cache) == 10 * L + 1
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2, 4])
+def test_fused_decode_projections_give_the_unfused_step(num_kv_heads):
+    model, params = _setup(num_kv_heads)
+    enc = random_batch(6)["encoder_input_tokens"]
+    cache = _prefilled(model, params, enc, 7)
+    ids = jnp.asarray([[3], [5], [0]], jnp.int32)
+    layer = fuse_decode_projections(params)["decoder"]["layers_0"]
+    cfg = model.config
+    width = (cfg.num_heads + 2 * num_kv_heads) * cfg.head_dim
+    assert layer["self_attention"]["fused_qkv_kernel"].shape == (cfg.emb_dim, width)
+    assert "fused_wi_kernel" in layer["mlp"]
+    for _ in range(3):  # several steps: the fused path writes the same cache
+        want, cache_a = model.tokens_to_logits_fn(params, enc, 7, fuse=False)(ids, cache)
+        got, cache_b = model.tokens_to_logits_fn(params, enc, 7, fuse=True)(ids, cache)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), cache_a, cache_b
+        )
+        cache = cache_a
 
 
 def _greedy_by_recomputation(model, params, enc, L, eos_id):
