@@ -200,7 +200,9 @@ class MlpBlock(nn.Module):
     kernel_init: Initializer = default_kernel_init
 
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, x_BTD: jax.Array, deterministic: bool = True, decode: bool = False
+    ) -> jax.Array:
         dense = functools.partial(
             Dense,
             self.intermediate_dim,
@@ -209,7 +211,7 @@ class MlpBlock(nn.Module):
             kernel_init=self.kernel_init,
         )
         hidden = []
-        if self.has_variable("params", FUSED_WI):  # decode steps (fuse_decode_projections)
+        if decode and self.has_variable("params", FUSED_WI):  # fuse_decode_projections
             fused = dense_dot(x_BTD, self.get_variable("params", FUSED_WI), self.dtype)
             parts = jnp.split(fused, len(self.activations), axis=-1)
             hidden = [_activation(a)(h) for a, h in zip(self.activations, parts, strict=True)]
@@ -379,7 +381,21 @@ def grouped_attention(
 def _cudnn_by_lengths(q_BTNH, k_BSKH, v_BSKH, bias, lengths, causal):
     """cuDNN flash attention over right-padded rows, masked by length (no dense mask)."""
     q_len, kv_len = (x.astype(jnp.int32) for x in lengths)
-    out = jax.nn.dot_product_attention(
+    # cuDNN returns NaN (forward) or wrong gradients for a row with no valid query or key
+    # (an all-padding row; empty inputs), measured on an H100: give such rows one. Padding
+    # query rows are zeroed below; a query over empty inputs is as meaningless as t5x's
+    # fully masked row (which averages every key) but stays finite.
+    out = _sdpa_by_lengths(
+        q_BTNH, k_BSKH, v_BSKH, bias, jnp.maximum(q_len, 1), jnp.maximum(kv_len, 1), causal
+    )
+    # Rows past a row's length are never attended to: define them as 0.
+    valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_len[:, None]
+    return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
+
+
+def _sdpa_by_lengths(q_BTNH, k_BSKH, v_BSKH, bias, q_len, kv_len, causal):
+    """The cuDNN call (a separate function so CPU tests can stand in for it)."""
+    return jax.nn.dot_product_attention(
         q_BTNH,
         k_BSKH,
         v_BSKH,
@@ -390,9 +406,6 @@ def _cudnn_by_lengths(q_BTNH, k_BSKH, v_BSKH, bias, lengths, causal):
         key_value_seq_lengths=kv_len,
         implementation="cudnn",
     )
-    # Rows past a row's length are never attended to: define them as 0.
-    valid_BT = jnp.arange(q_BTNH.shape[1])[None, :] < q_len[:, None]
-    return jnp.where(valid_BT[:, :, None, None], out, jnp.zeros((), out.dtype))
 
 
 def _grouped(x: jax.Array | None, K: int) -> jax.Array | None:

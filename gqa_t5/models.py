@@ -157,7 +157,9 @@ class EncoderDecoderModel:
 
         With `fuse`, the decoder's q/k/v and MLP input kernels are concatenated once here
         (`fuse_decode_projections`), outside the decode loop, so each step runs one matmul
-        for each group: the same numbers, fewer and larger kernels.
+        for each group: the same numbers, fewer and larger kernels, and a copy of those
+        kernels in memory for the call. On a mesh with a model axis the concatenated
+        kernels' shards do not line up with the parts: pass fuse=False there.
         """
         if fuse:
             params = fuse_decode_projections(params)
@@ -191,10 +193,13 @@ class EncoderDecoderModel:
         rng: jax.Array | None = None,
         alpha: float = 0.6,
         fixed_length: bool = False,
+        fuse: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
         """Decode: encode -> fill the cross-attention cache once -> greedy/sample/beam loop.
 
-        Returns (tokens [B, L], scores [B]); with beams, the best beam.
+        Returns (tokens [B, L], scores [B]); with beams, the best beam. `fuse`: see
+        `tokens_to_logits_fn` (turn it off under model parallelism, whose shards do not
+        line up with the concatenated kernels).
         """
         enc_tokens = batch["encoder_input_tokens"]
         B, S = enc_tokens.shape
@@ -205,7 +210,7 @@ class EncoderDecoderModel:
             encoded = decoding.flat_batch_beam_expand(encoded, num_beams)
         cache = self.init_cache(params, B * num_beams, S, L)
         cache = self.prefill(params, cache, encoded)
-        step = self.tokens_to_logits_fn(params, enc_tokens, L)
+        step = self.tokens_to_logits_fn(params, enc_tokens, L, fuse=fuse)
         if num_beams > 1:
             seqs, scores = decoding.beam_search(
                 step,

@@ -204,7 +204,7 @@ class DecoderLayer(nn.Module):
         )
         y_BTD = y_BTD + _dropout(cfg, h, deterministic)
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_mlp_layer_norm")(y_BTD)
-        h = _mlp(cfg)(h, deterministic=deterministic)
+        h = _mlp(cfg)(h, deterministic=deterministic, decode=decode)
         return y_BTD + _dropout(cfg, h, deterministic)
 
 

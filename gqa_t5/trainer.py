@@ -163,7 +163,11 @@ class Trainer:
         p = self.partitioner
 
         def predict(params, batch):
-            tokens, _ = self.model.predict_batch(params, batch, max_decode_len=self.target_len)
+            # Fused decode kernels only without a model axis (their shards would not
+            # line up with the q/k/v and MLP parts: resharding every step).
+            tokens, _ = self.model.predict_batch(
+                params, batch, max_decode_len=self.target_len, fuse=p.mesh.shape["model"] == 1
+            )
             return tokens
 
         return jax.jit(

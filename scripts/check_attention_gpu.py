@@ -51,9 +51,18 @@ def case(name, B, T, S, N, K, H, causal, packed, with_bias, seed):
         valid = q_seg > 0
     else:
         q_len = rng.randint(T // 2, T + 1, B)
-        kv_len = q_len if T == S else rng.randint(S // 2, S + 1, B)
-        valid = np.arange(T)[None] < q_len[:, None]
-        mask = valid[:, :, None] & (np.arange(S)[None, None] < kv_len[:, None, None])
+        kv_len = q_len.copy() if T == S else rng.randint(S // 2, S + 1, B)
+        # Edge rows: all padding (row 0), one token (row 1) and, for cross-attention, empty
+        # inputs under real queries (row 2; compared for finiteness only, as its output
+        # is meaningless under either path).
+        q_len[0], kv_len[0], q_len[1] = 0, 0, 1
+        kv_len[1] = 1 if T == S else kv_len[1]
+        if T != S:
+            kv_len[2] = 0
+        mask = (np.arange(T)[None] < q_len[:, None])[:, :, None] & (
+            np.arange(S)[None, None] < kv_len[:, None, None]
+        )
+        valid = (np.arange(T)[None] < q_len[:, None]) & (kv_len[:, None] > 0)
         segments = (jnp.asarray(q_len, jnp.int32), jnp.asarray(kv_len, jnp.int32))
     if causal:
         mask = mask & (np.arange(T)[:, None] >= np.arange(S)[None, :])[None]

@@ -265,3 +265,19 @@ def test_invalid_decoding_arguments():
         decoding.temperature_sample(lambda i, c: (None, c), None, 1, 2, temperature=1.0)
     with pytest.raises(ValueError, match="num_beams must be >= 1"):
         decoding.beam_search(lambda i, c: (None, c), None, 1, 0, 2)
+
+
+def test_fused_kernels_are_ignored_outside_decode_steps():
+    # Fused kernels are decode-only: the loss and its gradients with them present must be
+    # the plain ones (the MLP once read them in every mode, cutting wi_0's gradient to 0).
+    model, params = _setup(2)
+    batch = random_batch(7)
+    grad = jax.grad(lambda p: model.loss_fn(p, batch)[0])
+    want = grad(params)
+    got = grad(fuse_decode_projections(params))
+    for name in ("wi_0", "wi_1"):
+        g = got["decoder"]["layers_0"]["mlp"][name]["kernel"]
+        assert float(jnp.abs(g).max()) > 0
+        np.testing.assert_allclose(g, want["decoder"]["layers_0"]["mlp"][name]["kernel"])
+    q = got["decoder"]["layers_0"]["self_attention"]["query"]["kernel"]
+    np.testing.assert_allclose(q, want["decoder"]["layers_0"]["self_attention"]["query"]["kernel"])

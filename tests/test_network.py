@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import reference_t5
 
+from gqa_t5 import layers
 from gqa_t5.models import EncoderDecoderModel, shift_right
 from gqa_t5.network import T5Config
 
@@ -213,3 +214,63 @@ def test_dropout_changes_training_logits_only():
     drop = np.asarray(model.logits(params, batch, dropout_rng=jax.random.PRNGKey(5)))
     np.testing.assert_array_equal(det, det2)
     assert not np.allclose(det, drop)
+
+
+def _length_masked_stand_in(q, k, v, bias, q_len, kv_len, causal):
+    """CPU stand-in for cuDNN's length-masked attention, with its failure on empty rows:
+    a row whose query or key length is 0 comes out NaN (on the GPU: NaN forward or wrong
+    gradients, measured on an H100)."""
+    T, S = q.shape[1], k.shape[1]
+    mask = (jnp.arange(T)[None, :, None] < q_len[:, None, None]) & (
+        jnp.arange(S)[None, None, :] < kv_len[:, None, None]
+    )
+    if causal:
+        mask = mask & (jnp.arange(T)[:, None] >= jnp.arange(S)[None, :])[None]
+    out = layers.grouped_attention(q, k, v, bias, mask[:, None])
+    empty = (q_len == 0) | (kv_len == 0)
+    return out * jnp.where(empty, jnp.nan, 1.0)[:, None, None, None]
+
+
+@pytest.mark.parametrize("num_kv_heads,remat", [(4, "none"), (2, "full"), (1, "none")])
+def test_cudnn_length_masking_is_threaded_as_t5x_masks(monkeypatch, num_kv_heads, remat):
+    # The cuDNN path masks right-padded rows by lengths instead of masks; with a CPU
+    # stand-in for the cuDNN call, logits at real positions, loss and gradients must equal
+    # the mask-based XLA path's (t5x's masks).
+    monkeypatch.setattr(layers, "_sdpa_by_lengths", _length_masked_stand_in)
+    batch = random_batch(4)
+    out = {}
+    for impl in ("xla", "cudnn"):
+        model = EncoderDecoderModel(
+            tiny_config(num_kv_heads=num_kv_heads, attention_impl=impl, remat_policy=remat)
+        )
+        params = params_with_nonunit_norms(model)
+        logits = model.logits(params, batch)
+        (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch)
+        out[impl] = (logits, loss, grads)
+    real = np.asarray(batch["decoder_target_tokens"]) > 0
+    np.testing.assert_allclose(
+        np.asarray(out["cudnn"][0])[real], np.asarray(out["xla"][0])[real], atol=2e-5
+    )
+    np.testing.assert_allclose(out["cudnn"][1], out["xla"][1], rtol=1e-5)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        out["cudnn"][2],
+        out["xla"][2],
+    )
+
+
+def test_cudnn_length_masking_keeps_empty_rows_finite(monkeypatch):
+    # An all-padding row and a row with empty inputs but real targets: cuDNN fails on zero
+    # lengths (the stand-in returns NaN), so the path must never pass one.
+    monkeypatch.setattr(layers, "_sdpa_by_lengths", _length_masked_stand_in)
+    batch = {k: np.array(v) for k, v in random_batch(5).items()}
+    batch["encoder_input_tokens"][0] = 0
+    batch["decoder_target_tokens"][0] = 0
+    batch["decoder_input_tokens"][0] = 0
+    batch["encoder_input_tokens"][1] = 0  # empty input, real targets
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    model = EncoderDecoderModel(tiny_config(num_kv_heads=2, attention_impl="cudnn"))
+    params = params_with_nonunit_norms(model)
+    (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch)
+    assert np.isfinite(float(loss))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
