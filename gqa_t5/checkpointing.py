@@ -55,9 +55,13 @@ class CheckpointManager:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
+    def due(self, step: int) -> bool:
+        """Whether `save` saves at `step` without `force`."""
+        return step % self.period == 0
+
     def save(self, step: int, state: Any, data_state: dict, force: bool = False) -> bool:
         """Save if `step` is on the period (or `force`); returns whether it saved."""
-        if not force and step % self.period:
+        if not force and not self.due(step):
             return False
         if step in self._manager.all_steps():
             return False
@@ -85,7 +89,7 @@ class CheckpointManager:
         self._manager.close()
 
 
-def _runner_step_dir(path: pathlib.Path) -> pathlib.Path | None:
+def runner_step_dir(path: pathlib.Path) -> pathlib.Path | None:
     """A runner step directory for `path` (a MODEL_DIR, its checkpoints dir or a step)."""
     for candidate in (path, path / "checkpoints"):
         if (candidate / STATE).is_dir():
@@ -111,7 +115,7 @@ def load_initial_params(path: str | pathlib.Path, abstract_params: Any) -> Any:
             f"INITIAL_CHECKPOINT_PATH {str(root)!r} does not exist; pass a checkpoint written "
             "by `gqa-t5-convert` or a runner MODEL_DIR / checkpoint step directory"
         )
-    step_dir = _runner_step_dir(root)
+    step_dir = runner_step_dir(root)
     if step_dir is not None:
         logging.info("initial parameters from runner checkpoint %s", step_dir)
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:

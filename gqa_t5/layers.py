@@ -210,15 +210,13 @@ class MlpBlock(nn.Module):
             dtype=self.dtype,
             kernel_init=self.kernel_init,
         )
-        hidden = []
+        n = len(self.activations)
         if decode and self.has_variable("params", FUSED_WI):  # fuse_decode_projections
             fused = dense_dot(x_BTD, self.get_variable("params", FUSED_WI), self.dtype)
-            parts = jnp.split(fused, len(self.activations), axis=-1)
-            hidden = [_activation(a)(h) for a, h in zip(self.activations, parts, strict=True)]
-        for i, act in enumerate(self.activations if not hidden else ()):
-            name = "wi" if len(self.activations) == 1 else f"wi_{i}"
-            h_BTF = dense(name=name)(x_BTD)
-            hidden.append(_activation(act)(h_BTF))
+            pre = jnp.split(fused, n, axis=-1)
+        else:
+            pre = [dense(name="wi" if n == 1 else f"wi_{i}")(x_BTD) for i in range(n)]
+        hidden = [_activation(a)(h) for a, h in zip(self.activations, pre, strict=True)]
         h_BTF = functools.reduce(jnp.multiply, hidden)
         h_BTF = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(h_BTF, deterministic)
         h_BTF = with_sharding_constraint(h_BTF, ("batch", "length", "mlp"))

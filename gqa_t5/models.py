@@ -16,7 +16,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from gqa_t5 import decoding
+from gqa_t5 import decoding, layers
 from gqa_t5.network import T5Config, Transformer
 
 Batch = Mapping[str, jax.Array]
@@ -244,8 +244,6 @@ def fuse_decode_projections(params: Any) -> dict:
     The originals stay (training, scoring and cache init use them); the decode-step
     modules use the fused kernels when present (`layers.FUSED_QKV`, `layers.FUSED_WI`).
     """
-    from gqa_t5 import layers
-
     params = flax.core.unfreeze(params)
     decoder = dict(params["decoder"])
     for name, layer in decoder.items():

@@ -39,10 +39,6 @@ class Point:
     alpha: float
     spec: str
 
-    @property
-    def attention(self) -> str:
-        return self.spec.split("-")[0]
-
 
 def parse_point(spec: str, num_heads: int) -> Point:
     """'mha' | 'mqa-<method>-<alpha>' | 'gqa<G>-<method>-<alpha>' -> Point."""
@@ -141,7 +137,7 @@ class Pipeline:
     def convert(self, source: str, p: Point) -> str:
         from gqa_t5 import convert
 
-        name = f"convert/{_kv_name(p, self.r.num_heads)}-{p.method}"
+        name = f"convert/{_kv_name(p.num_kv_heads, self.r.num_heads)}-{p.method}"
 
         def fn(d: pathlib.Path) -> dict:
             record = convert.convert_checkpoint(
@@ -221,7 +217,7 @@ class Pipeline:
                 model, self.r.time_batch_size, *self.r.time_lengths, self.r.time_repeats
             )
 
-        kv = _kv_name(Point(num_kv_heads, "", 0.0, ""), self.r.num_heads)
+        kv = _kv_name(num_kv_heads, self.r.num_heads)
         return self.runner.run(f"time/{kv}", fn)
 
     def run(self) -> list[dict]:
@@ -239,10 +235,10 @@ class Pipeline:
         return rows
 
 
-def _kv_name(p: Point, num_heads: int) -> str:
-    if p.num_kv_heads == num_heads:
+def _kv_name(num_kv_heads: int, num_heads: int) -> str:
+    if num_kv_heads == num_heads:
         return "mha"
-    return "mqa" if p.num_kv_heads == 1 else f"gqa{p.num_kv_heads}"
+    return "mqa" if num_kv_heads == 1 else f"gqa{num_kv_heads}"
 
 
 def _last(summary: dict) -> dict:
@@ -252,16 +248,19 @@ def _last(summary: dict) -> dict:
 
 def _step_dir(model_dir: str) -> pathlib.Path:
     """The latest `<model_dir>/checkpoints/<step>` directory."""
-    ckpts = pathlib.Path(model_dir) / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpts.glob("[0-9]*") if p.name.isdigit())
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint under {ckpts}")
-    return ckpts / str(steps[-1])
+    from gqa_t5 import checkpointing
+
+    step_dir = checkpointing.runner_step_dir(pathlib.Path(model_dir))
+    if step_dir is None:
+        raise FileNotFoundError(f"no checkpoint under {pathlib.Path(model_dir) / 'checkpoints'}")
+    return step_dir
 
 
 def _state_dir(model_dir: str) -> pathlib.Path:
     """The parameters of a runner checkpoint, as gqa-t5-convert reads them."""
-    return _step_dir(model_dir) / "state"
+    from gqa_t5 import checkpointing
+
+    return _step_dir(model_dir) / checkpointing.STATE
 
 
 def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -> dict:

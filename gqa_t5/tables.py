@@ -37,7 +37,7 @@ def headline_metrics() -> dict[str, str]:
     return {**tasks.HEADLINE_METRIC, **tasks.builtin.HEADLINE_METRIC}
 
 
-def model_label(size: str, point: Any, num_heads: int) -> str:
+def model_label(size: str, point: Any) -> str:
     """The paper's row names: MHA-XXL, MQA-XXL, GQA-8-XXL (+ method and alpha)."""
     if point.spec == "mha":
         return f"MHA-{size}"
@@ -61,7 +61,7 @@ def make_row(
             raise ValueError(f"task {task!r} has no headline metric in {sorted(m)}")
         scores[task] = float(m[key])
     return {
-        "model": model_label(size, point, num_heads),
+        "model": model_label(size, point),
         "size": size,
         "point": point.spec,
         "num_heads": num_heads,

@@ -183,7 +183,6 @@ def train(
     batches = data.numpy_batches(ds)
     writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
     progress = utils.Progress(start, total_steps)
-    data_state = lambda s: data.data_position(train_dataset_cfg, s)
     pending = _PendingMetrics()
     step = start
     with utils.StopSignals() as stop:
@@ -202,12 +201,12 @@ def train(
             if stop.received:
                 summary["status"] = f"stopped by signal {stop.received}"
                 break
-            if step % ckpt.period == 0:
+            if ckpt.due(step):
                 pending.fetch_checked()  # never save a state that followed a NaN/Inf step
-            ckpt.save(step, state, data_state(step))
+                ckpt.save(step, state, data.data_position(train_dataset_cfg, step))
     pending.fetch_checked()
     if step not in ckpt.all_steps():
-        ckpt.save(step, state, data_state(step), force=True)
+        ckpt.save(step, state, data.data_position(train_dataset_cfg, step), force=True)
     ckpt.close()
     writer.close()
     summary["step"] = step

@@ -251,8 +251,9 @@ def profile_summary(fn, *args, top: int = 30, hlo_text: str = "") -> dict:
     ops = hlo_op_names(hlo_text) if hlo_text else {}
     cats = {}
     for e in kern:
-        c, t = cats.get(kernel_category(e["name"]), (0, 0.0))
-        cats[kernel_category(e["name"])] = (c + 1, t + e.get("dur", 0.0))
+        cat = kernel_category(e["name"])
+        c, t = cats.get(cat, (0, 0.0))
+        cats[cat] = (c + 1, t + e.get("dur", 0.0))
     return {
         "span_us": end - start,
         "busy_us": busy,

@@ -52,7 +52,9 @@ if [[ $section == profile ]]; then  # session 2: where the missed targets' time 
   XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run 100 python3 scripts/benchmark_decode.py \
     --model large --groups 1 --no_ceilings --out "$OUT/decode_large_cublas.json"
 fi
-if [[ $section == packed ]]; then  # session 2: cuDNN masked by lengths / packed segments
+# session 2: cuDNN attention checks and the packed train step. (Run at commit 6d903fe, when
+# packed rows used segment codes: raw/*segment_codes*; now packed rows use the mask.)
+if [[ $section == packed ]]; then
   run 150 python3 scripts/check_attention_gpu.py --out "$OUT/check_attention.json"
   XLA_FLAGS="--xla_dump_to=/tmp/xla_dump --xla_dump_hlo_as_text" run 220 python3 \
     scripts/benchmark_train.py --model large --batch 64 --steps 6 --profile \

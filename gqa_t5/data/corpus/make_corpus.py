@@ -1,4 +1,4 @@
-"""Rebuild kjv_excerpt.tsv and spm.model from Debian's bible-kjv-text package (provenance).
+"""Rebuild kjv_excerpt.tsv from Debian's bible-kjv-text package (provenance; spm.model: README).
 
     apt-get download bible-kjv bible-kjv-text   # Debian packages, KJV text + its reader
     dpkg-deb -x bible-kjv_*.deb bin && dpkg-deb -x bible-kjv-text_*.deb data
