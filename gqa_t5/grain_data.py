@@ -182,7 +182,9 @@ class Stream:
             group = exs[at - start : end - start]
             packed = grain_ops.pack(group, self.lengths)
             firsts = [at + r["_first"] for r in packed[1:]] + [at + len(group)]
-            out.extend((grain_ops.packed_features(r), f) for r, f in zip(packed, firsts))
+            out.extend(
+                (grain_ops.packed_features(r), f) for r, f in zip(packed, firsts, strict=True)
+            )
             at += len(group)
         return out
 
@@ -287,3 +289,26 @@ def resume_state(stored: Mapping[str, Any] | None) -> dict | None:
     import jax
 
     return stored["grain"].get(str(jax.process_index()))
+
+
+def train_iterator(cfg, state: Mapping[str, int] | None = None) -> BatchIterator:
+    """This host's training batches for a `data.DatasetConfig` on the grain backend."""
+    import jax
+
+    from gqa_t5 import data
+
+    if not isinstance(cfg.mixture_or_task_name, str) or not cfg.mixture_or_task_name:
+        raise ValueError("no task given: set --gin.MIXTURE_OR_TASK_NAME=\"'<exported task>'\"")
+    lengths = data.model_feature_lengths(cfg)
+    lengths = {"inputs": lengths["encoder"], "targets": lengths["decoder"]}
+    exports = open_exports(data_dir(cfg.data_dir), cfg.mixture_or_task_name, cfg.split, lengths)
+    stream = Stream(
+        exports,
+        lengths,
+        seed=cfg.seed or 0,
+        shuffle=cfg.shuffle,
+        num_epochs=None,
+        pack=cfg.pack,
+        shard=(jax.process_index(), jax.process_count()),
+    )
+    return BatchIterator(stream, data.per_host_batch_size(cfg.batch_size), state, cfg.prefetch)

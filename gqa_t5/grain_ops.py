@@ -154,15 +154,13 @@ def pack(examples: Sequence[Mapping[str, np.ndarray]], lengths: Mapping[str, int
             n = int(lengths[k])
             tokens = np.zeros(n, np.int32)
             positions = np.zeros(n, np.int32)
-            seg = np.zeros(n, np.int32)
             at = 0
-            for s, piece in enumerate(partial[k], 1):
+            for piece in partial[k]:
                 tokens[at : at + piece.size] = piece
                 positions[at : at + piece.size] = np.arange(piece.size)
-                seg[at : at + piece.size] = s
                 at += piece.size
             # seqio: segment id = running count of position-0 tokens, zero on padding.
-            seg = np.cumsum(positions == 0) * (tokens != 0)
+            seg = (np.cumsum(positions == 0) * (tokens != 0)).astype(np.int32)
             row[k], row[f"{k}_positions"], row[f"{k}_segment_ids"] = tokens, positions, seg
         rows.append(row)
 
