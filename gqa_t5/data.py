@@ -176,6 +176,20 @@ def _task_name(cfg: DatasetConfig) -> str:
     return name if isinstance(name, str) else name.name
 
 
+def check_inputs(cfg: DatasetConfig) -> None:
+    """Grain backend: validate the exports (present, whole, vocabulary, lengths) up front."""
+    if cfg.backend == "grain":
+        from gqa_t5 import grain_data
+
+        lengths = model_feature_lengths(cfg)
+        grain_data.open_exports(
+            grain_data.data_dir(cfg.data_dir),
+            cfg.mixture_or_task_name,
+            cfg.split,
+            {"inputs": lengths["encoder"], "targets": lengths["decoder"]},
+        )
+
+
 def train_batches(
     cfg: DatasetConfig, start_step: int, stored: Mapping[str, Any] | None
 ) -> Iterator[dict[str, np.ndarray]]:

@@ -67,11 +67,11 @@ def open_exports(
 ) -> list[tuple[Export, float]]:
     """(export, rate) for a task (rate 1) or each task of a mixture, checked for `lengths`."""
     meta = fmt.read_metadata(root, name, split)
+    fmt.check_lengths(meta, lengths, root)  # a mixture's: the longest of its tasks'
     parts = meta["tasks"].items() if meta.get("kind") == "mixture" else [(name, 1.0)]
     out = []
     for task, rate in parts:
         m = fmt.read_metadata(root, task, split) if task != name else meta
-        fmt.check_lengths(m, lengths, root)
         out.append((Export(m, fmt.export_dir(root, task, split)), float(rate)))
     vocabs = {e.meta["vocabulary"]["sha256"] for e, _ in out}
     if len(vocabs) > 1:

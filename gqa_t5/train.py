@@ -162,6 +162,7 @@ def train(
         raise ValueError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path/to/run'\"")
     if total_steps < 0 or log_every < 1:
         raise ValueError(f"TRAIN_STEPS={total_steps} must be >= 0 and log_every >= 1")
+    data.check_inputs(train_dataset_cfg)  # bad exports fail before anything is written
     model_dir_path = pathlib.Path(model_dir).expanduser().absolute()
     model_dir_path.mkdir(parents=True, exist_ok=True)
     _write_config(model_dir_path)
@@ -282,7 +283,8 @@ def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
     except Exception as e:
         if not _is_user_error(e):
             logging.exception("unexpected error (a bug, not a bad flag?)")
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        message = str(e).split("\n  In call to configurable")[0]  # gin's note, one line
+        print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
         return 1
     print(
         f"summary: {result}"
