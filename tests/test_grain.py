@@ -32,18 +32,24 @@ def _records(root, task, split):
 def test_provider_export_equals_seqio_precache(exports, tmp_path):
     """The TF-free provider writes the records seqio's preprocess_precache yields."""
     export.export(SUMMARIZE, ["validation"], tmp_path, source="seqio", print_fn=lambda s: None)
-    ours, ref = _records(exports, SUMMARIZE, "validation"), _records(tmp_path, SUMMARIZE, "validation")
+    ours, ref = (
+        _records(exports, SUMMARIZE, "validation"),
+        _records(tmp_path, SUMMARIZE, "validation"),
+    )
     assert len(ours) == len(ref) == 64
     for a, b in zip(ours, ref, strict=True):
         for k in ("inputs", "targets", "inputs_pretokenized", "targets_pretokenized"):
             assert np.array_equal(a[k], b[k]) if k in ("inputs", "targets") else a[k] == b[k]
     meta = json.loads((exports / SUMMARIZE / "validation" / fmt.META_FILE).read_text())
     assert meta["postcache"] == ["append_eos_after_trim"] and meta["num_examples"] == 64
-    assert meta["metric_fns"] == ["tasks.metrics:rouge"] and meta["vocabulary"]["vocab_size"] == 1100
+    assert (
+        meta["metric_fns"] == ["tasks.metrics:rouge"] and meta["vocabulary"]["vocab_size"] == 1100
+    )
 
 
 def test_packed_rows_equal_seqio_token_for_token(exports):
     import seqio
+
     import tasks  # noqa: F401
 
     stream = grain_data.Stream(
@@ -81,7 +87,9 @@ def test_shuffled_epoch_is_a_permutation_and_packing_is_consistent(exports):
         for s in range(1, r["encoder_segment_ids"].max() + 1):
             enc = r["encoder_input_tokens"][r["encoder_segment_ids"] == s]
             dec = r["decoder_target_tokens"][r["decoder_segment_ids"] == s]
-            np.testing.assert_array_equal(r["encoder_positions"][r["encoder_segment_ids"] == s], np.arange(enc.size))
+            np.testing.assert_array_equal(
+                r["encoder_positions"][r["encoder_segment_ids"] == s], np.arange(enc.size)
+            )
             # decoder inputs: shifted targets, 0 at each segment start (no cross-example leak)
             din = r["decoder_input_tokens"][r["decoder_segment_ids"] == s]
             assert din[0] == 0 and np.array_equal(din[1:], dec[:-1])
@@ -96,7 +104,9 @@ def test_span_corruption_structure():
     rng = np.random.default_rng(0)
     vocab_size = 1100
     docs = [rng.integers(3, 1000, size=int(s)).astype(np.int32) for s in rng.integers(50, 900, 40)]
-    segs = grain_ops.span_corruption(docs, np.random.default_rng(1), {"inputs": 128, "targets": 32}, vocab_size)
+    segs = grain_ops.span_corruption(
+        docs, np.random.default_rng(1), {"inputs": 128, "targets": 32}, vocab_size
+    )
     stream = np.concatenate(docs)
     tokens_length, _ = grain_ops.span_corruption_lengths(128)
     assert tokens_length == 141 and grain_ops.span_corruption_lengths(512) == (568, 114)
@@ -150,7 +160,7 @@ def test_resume_from_any_state_continues_identically_and_reads_no_example_twice(
     for task in (SUMMARIZE, "kjv_mixture"):
         ex = grain_data.open_exports(exports, task, "train", LENGTHS)
 
-        def it(state=None):
+        def it(state=None, ex=ex):
             stream = grain_data.Stream(ex, LENGTHS, seed=5, shuffle=True, num_epochs=None)
             return grain_data.BatchIterator(stream, 4, state, prefetch=0)
 
@@ -165,10 +175,15 @@ def test_resume_from_any_state_continues_identically_and_reads_no_example_twice(
             resumed = it(states[k - 1])
             first = next(resumed)
             startup.append(sum(grain_data.READS.values()))
-            for b in [first] + [next(resumed) for _ in range(60 - k - 1)]:
-                pass
-            np.testing.assert_array_equal(first["encoder_input_tokens"], batches[k]["encoder_input_tokens"])
-            np.testing.assert_array_equal(b["decoder_target_tokens"], batches[-1]["decoder_target_tokens"])
+            b = first
+            for _ in range(60 - k - 1):
+                b = next(resumed)
+            np.testing.assert_array_equal(
+                first["encoder_input_tokens"], batches[k]["encoder_input_tokens"]
+            )
+            np.testing.assert_array_equal(
+                b["decoder_target_tokens"], batches[-1]["decoder_target_tokens"]
+            )
         # Start-up reads at most one unit (K = 128 examples), whatever the step.
         assert max(startup) <= 128, startup
 
