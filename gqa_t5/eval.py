@@ -20,7 +20,6 @@ from typing import Any
 import jax
 import numpy as np
 import optax
-import seqio
 
 from gqa_t5 import checkpointing, data, trainer, utils
 from gqa_t5.models import EncoderDecoderModel
@@ -124,7 +123,23 @@ def evaluate(
     output_dir: str,
     partitioner: Partitioner | None = None,
 ) -> dict[str, Any]:
-    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task."""
+    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task.
+
+    On DATA_BACKEND = 'grain' the exported split is decoded and scored without TensorFlow
+    (`gqa_t5.grain_eval`), writing the same metrics.json.
+    """
+    if dataset_cfg.backend == "grain":
+        from gqa_t5 import grain_eval
+
+        return grain_eval.evaluate(
+            model=model,
+            dataset_cfg=dataset_cfg,
+            checkpoint_path=checkpoint_path,
+            output_dir=output_dir,
+            partitioner=partitioner,
+        )
+    import seqio
+
     if not output_dir:
         raise ValueError("EVAL_OUTPUT_DIR is not set: pass --gin.EVAL_OUTPUT_DIR=\"'/path'\"")
     task = data.get_task(dataset_cfg)

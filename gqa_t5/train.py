@@ -4,8 +4,9 @@
       --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'c4_v220_span_corruption'"
 
 Restarts resume from the latest checkpoint in MODEL_DIR (step, parameters, optimizer state,
-data position). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with
-an error naming the step and keeps the last good checkpoint.
+data position; on DATA_BACKEND = 'grain' the Grain iterator state, restored without
+replay). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with an error
+naming the step and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -60,17 +61,18 @@ def _initial_state(
     initial_checkpoint_path: str | None,
     cfg: data.DatasetConfig,
 ):
-    """(state, start step): the latest checkpoint, else INITIAL_CHECKPOINT_PATH, else init."""
+    """(state, start step, stored data position): the latest checkpoint, else
+    INITIAL_CHECKPOINT_PATH, else init."""
     latest = ckpt.latest_step()
     if latest is not None:
         state, data_state = ckpt.restore(latest, tr.abstract_state)
         data.check_resumable(data_state, cfg)
         logging.info("resumed from %s/%d", ckpt.directory, latest)
-        return state, latest
+        return state, latest, data_state
     if initial_checkpoint_path:
         params = checkpointing.load_initial_params(initial_checkpoint_path, tr.abstract_params)
-        return tr.init_state(params), 0
-    return tr.init_state(), 0
+        return tr.init_state(params), 0, None
+    return tr.init_state(), 0, None
 
 
 class _PendingMetrics:
@@ -160,6 +162,7 @@ def train(
         raise ValueError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path/to/run'\"")
     if total_steps < 0 or log_every < 1:
         raise ValueError(f"TRAIN_STEPS={total_steps} must be >= 0 and log_every >= 1")
+    data.check_inputs(train_dataset_cfg)  # bad exports fail before anything is written
     model_dir_path = pathlib.Path(model_dir).expanduser().absolute()
     model_dir_path.mkdir(parents=True, exist_ok=True)
     _write_config(model_dir_path)
@@ -167,8 +170,7 @@ def train(
     ckpt = checkpointing.CheckpointManager(
         model_dir_path / "checkpoints", checkpoint_period, keep_checkpoints
     )
-    state, start = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
-    per_host = data.per_host_batch_size(train_dataset_cfg.batch_size)
+    state, start, data_state = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
     summary = {
         "model_dir": str(model_dir_path),
         "start_step": start,
@@ -179,8 +181,7 @@ def train(
     if start >= total_steps:
         logging.info("already at step %d >= TRAIN_STEPS=%d; nothing to do", start, total_steps)
         return summary
-    ds = data.get_dataset(train_dataset_cfg, num_epochs=None, skip_examples=start * per_host)
-    batches = data.numpy_batches(ds)
+    batches = data.train_batches(train_dataset_cfg, start, data_state)
     writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
     progress = utils.Progress(start, total_steps)
     pending = _PendingMetrics()
@@ -203,10 +204,10 @@ def train(
                 break
             if ckpt.due(step):
                 pending.fetch_checked()  # never save a state that followed a NaN/Inf step
-                ckpt.save(step, state, data.data_position(train_dataset_cfg, step))
+                ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches))
     pending.fetch_checked()
     if step not in ckpt.all_steps():
-        ckpt.save(step, state, data.data_position(train_dataset_cfg, step), force=True)
+        ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches), force=True)
     ckpt.close()
     writer.close()
     summary["step"] = step
@@ -282,7 +283,8 @@ def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
     except Exception as e:
         if not _is_user_error(e):
             logging.exception("unexpected error (a bug, not a bad flag?)")
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        message = str(e).split("\n  In call to configurable")[0]  # gin's note, one line
+        print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
         return 1
     print(
         f"summary: {result}"
