@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import dataclasses  # noqa: E402
 import re  # noqa: E402
 
+from gqa_t5.kernels import decode_attention  # noqa: E402
 from gqa_t5.models import EncoderDecoderModel  # noqa: E402
 from gqa_t5.network import T5Config  # noqa: E402
 from gqa_t5.timing import random_params  # noqa: E402
@@ -411,10 +412,17 @@ def run_one(
     profile,
     mesh_mode=None,
     fuse=True,
+    decode_kernel="xla",
 ):
     # Heads split over devices: the fused kernels' shards would not line up with q/k/v.
     fuse = fuse and mesh_mode != "kv_heads"
-    cfg = T5Config(**SIZES[size], num_kv_heads=G, dtype=dtype, attention_impl=attention_impl)
+    cfg = T5Config(
+        **SIZES[size],
+        num_kv_heads=G,
+        dtype=dtype,
+        attention_impl=attention_impl,
+        decode_kernel=decode_kernel,
+    )
     model = EncoderDecoderModel(cfg)
     part, p_sh, b_sh, cache_sharding = placement(model, mesh_mode)
     params = random_params(model, seed=G, dtype=dtype)
@@ -434,6 +442,8 @@ def run_one(
         "devices": len(jax.devices()) if mesh_mode else 1,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "fused_projections": fuse,
+        "decode_kernel": decode_kernel,
+        "kernel_tuning": dict(decode_attention.TUNING),
     }
     if check:
         rec["check_rel_err"] = check_against_references(cfg, enc[:2], fuse=fuse)
@@ -534,6 +544,7 @@ def run_isolated(
         cmd += ["--single_ceilings"] * only_ceilings
         cmd += ["--mesh", args.mesh] if args.mesh else []
         cmd += ["--no_fuse"] * args.no_fuse
+        cmd += ["--decode_kernel", args.decode_kernel, "--kernel_params", args.kernel_params]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0 and pathlib.Path(f.name).stat().st_size:
             return json.loads(pathlib.Path(f.name).read_text())
@@ -569,10 +580,20 @@ def main(argv=None):
     ap.add_argument(
         "--no_fuse", action="store_true", help="decode steps without fused q/k/v, MLP kernels"
     )
+    ap.add_argument(
+        "--decode_kernel",
+        default="xla",
+        choices=["xla", "pallas_cross", "pallas"],
+        help="decode-step attention: XLA, or the Pallas kernel (cross only, or both)",
+    )
+    ap.add_argument(
+        "--kernel_params", default="{}", help='Pallas launch parameters, JSON: {"block_k": 128}'
+    )
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--single_ceilings", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--ceilings_json", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--ceilings_json", default="{}", help="reuse ceilings measured earlier")
     args = ap.parse_args(argv)
+    decode_attention.set_tuning(**json.loads(args.kernel_params))
     if args.single:  # a child process: the only one that touches the device
         dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
         if args.single_ceilings:
@@ -592,12 +613,16 @@ def main(argv=None):
                 args.profile,
                 args.mesh,
                 fuse=not args.no_fuse,
+                decode_kernel=args.decode_kernel,
             )
         rec["device"] = str(jax.devices()[0].device_kind)
         rec["backend"], rec["jax"] = jax.default_backend(), jax.__version__
         pathlib.Path(args.single).write_text(json.dumps(rec))
         return rec
-    ceilings = {} if args.no_ceilings else run_isolated(args, 0, False, False, {}, True)
+    if args.ceilings_json != "{}":  # measured once by the caller
+        ceilings = json.loads(args.ceilings_json)
+    else:
+        ceilings = {} if args.no_ceilings else run_isolated(args, 0, False, False, {}, True)
     out = pathlib.Path(args.out)
     result = {
         "date": datetime.date.today().isoformat(),
@@ -625,7 +650,7 @@ def main(argv=None):
         }
         print(json.dumps(show), flush=True)
     print(
-        f"{'model':6} {'G':>3} {'B':>3} {'s/sample':>9} {'ms/step':>8} {'enc s':>7} "
+        f"{'model':6} {'G':>3} {'B':>3} {'kernel':>12} {'s/sample':>9} {'ms/step':>8} {'enc s':>7} "
         f"{'GB/s':>7} {'floor%':>7}"
     )
     for r in result["runs"]:
@@ -634,7 +659,8 @@ def main(argv=None):
             continue
         frac = r["fraction_of_floor"]
         print(
-            f"{r['model']:6} {r['num_kv_heads']:>3} {r['batch']:>3} {r['s_per_sample']:9.4f} "
+            f"{r['model']:6} {r['num_kv_heads']:>3} {r['batch']:>3} {r['decode_kernel']:>12} "
+            f"{r['s_per_sample']:9.4f} "
             f"{r['ms_per_step']:8.2f} {r['encode_s']:7.3f} {r['achieved_GBps']:7.0f} "
             f"{(frac or 0) * 100:6.1f}%" + ("  ACCOUNTING BUG: > 100%" if frac > 1 else "")
         )
