@@ -15,13 +15,13 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --fo
 python3 -c "import jax; print(jax.__version__, jax.devices())" > "$OUT/jax.txt" 2>&1
 
 stamp kernel
-run 110 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
+run 100 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
 CEIL=$(python3 -c "import json; print(json.dumps(json.load(open('$OUT/kernel.json')).get('ceilings', {})))" 2>/dev/null || echo '{}')
 BEST=$(cat "$OUT/best.json" 2>/dev/null || echo '{}')
 echo "ceilings: $CEIL"; echo "best: $BEST"
 
 stamp xxl_pallas
-run 95 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
+run 90 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
   --decode_kernel pallas_cross --kernel_params "$BEST" --ceilings_json "$CEIL" \
   --out "$OUT/decode_xxl_g8_pallas_cross.json"
 stamp xxl_xla
@@ -34,7 +34,7 @@ for k in pallas xla; do
     --out "$OUT/decode_large_g1_$k.json"
 done
 stamp train_small8
-run 60 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
+run 50 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
   --attention_impl auto --out "$OUT/train_small8.json"
 stamp summary
 python3 - "$OUT" <<'PY'
