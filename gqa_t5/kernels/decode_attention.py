@@ -146,7 +146,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     Bm = key_mask.shape[0]
     sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
     in_specs = [
-        pl.BlockSpec((sq,), lambda b, k, s: (b,)),
+        pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
         pl.BlockSpec((sq, sq, Gp, H), lambda b, k, s: (b, k, 0, 0)),
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
@@ -203,8 +203,8 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, h
     bias_ref = refs[0] if has_bias else None
     o_ref, m_ref, l_ref = refs[-3:]
     start = pl.program_id(2) * split_len
-    n_keys = jnp.clip(len_ref[()] - start, 0, split_len)
-    n_blocks = (n_keys + block_k - 1) // block_k
+    n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
+    n_blocks = pl.cdiv(n_keys, block_k)
     q = q_ref[...]
     Gp, H = q.shape
     dims = (((1,), (1,)), ((), ()))  # q [Gp, H] . k [block, H] -> [Gp, block]
