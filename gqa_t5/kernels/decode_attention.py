@@ -30,7 +30,7 @@ IMPLEMENTATIONS = ("auto", "xla", "pallas", "interpret")
 # through the model on CPU.
 OFF_GPU = "xla"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
-# --kernel_params). num_splits None: enough programs for ~4 waves on 132 SMs.
+# --kernel_params). num_splits None: chosen by `_plan`.
 TUNING: dict[str, Any] = {"block_k": 64, "num_splits": None, "num_warps": 4, "num_stages": 2}
 
 
@@ -110,15 +110,21 @@ def _pow2_at_least(n: int, least: int) -> int:
     return p
 
 
-def _plan(B: int, K: int, S: int, interpret: bool) -> tuple[int, int]:
-    """(block_k, num_splits): blocks that divide S, splits that fill the GPU."""
+def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
+    """(block_k, num_splits): blocks that divide S, splits that fill the GPU.
+
+    Enough splits for ~4 programs per multiprocessor (132 on an H100 / H200), but no
+    more than keep the float32 partial outputs (splits * Gp * H * 4 bytes per row and
+    head) under an eighth of the K/V bytes they summarize (S * H * 4).
+    """
     block_k = TUNING["block_k"]
     while S % block_k and block_k > (1 if interpret else 16):
         block_k //= 2
     if S % block_k:
         raise ValueError(f"decode kernel needs S={S} divisible by a block of >= 16 keys")
     blocks = S // block_k
-    splits = TUNING["num_splits"] or _pow2_at_least(-(-4 * 132 // (B * K)), 1)
+    fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
+    splits = TUNING["num_splits"] or min(fill, max(1, S // (8 * Gp)))
     splits = max(1, min(splits, blocks))
     while blocks % splits:
         splits -= 1
@@ -132,7 +138,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     _, K, S, _ = k_BKSH.shape
     G = N // K
     Gp = _pow2_at_least(G, 16)  # the matrix units need >= 16 rows; padding rows are 0
-    block_k, splits = _plan(B, K, S, interpret)
+    block_k, splits = _plan(B, K, S, Gp, interpret)
     split_len = S // splits
     q = jnp.pad(q_BNH.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
     q = q.astype(k_BKSH.dtype)
