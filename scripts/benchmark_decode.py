@@ -213,7 +213,7 @@ def floor_bandwidth(ceilings: dict) -> float:
 
 
 def check_against_references(
-    cfg: T5Config, enc: jax.Array, steps: int = 8, fuse: bool = True
+    cfg: T5Config, enc: jax.Array, steps: int = 16, fuse: bool = True
 ) -> dict:
     """Cached bf16 decode steps vs full forward passes, on a 4-layer model of this width.
 
