@@ -351,6 +351,8 @@ def profile_summary(fn, *args, top: int = 30, hlo_text: str = "") -> dict:
 def kernel_category(name: str) -> str:
     """Coarse class of a GPU kernel from its name (XLA fusion, cuBLAS, cuDNN, NCCL)."""
     n = name.lower()
+    if "gqa_decode_attention" in n:
+        return "attention (Pallas)"
     if any(s in n for s in ("sdpa", "flash", "fmha", "cudnn")):
         return "attention (cuDNN)"
     if any(s in n for s in ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_dot")):

@@ -21,7 +21,7 @@ BEST=$(cat "$OUT/best.json" 2>/dev/null || echo '{}')
 echo "ceilings: $CEIL"; echo "best: $BEST"
 
 stamp xxl_pallas
-run 90 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
+run 105 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check --profile \
   --decode_kernel pallas_cross --kernel_params "$BEST" --ceilings_json "$CEIL" \
   --out "$OUT/decode_xxl_g8_pallas_cross.json"
 stamp xxl_xla
@@ -34,7 +34,7 @@ for k in pallas xla; do
     --out "$OUT/decode_large_g1_$k.json"
 done
 stamp train_small8
-run 50 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
+run 45 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
   --attention_impl auto --out "$OUT/train_small8.json"
 stamp summary
 python3 - "$OUT" <<'PY'
@@ -60,6 +60,12 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
               f"{r['ms_per_step']:6.2f} ms/step {r['s_per_sample']:.4f} s/sample "
               f"floor {100 * r['fraction_of_floor']:5.1f}% enc/mm {100 * (r.get('encoder_of_matmul') or 0):4.1f}% "
               f"check {chk.get('decode_vs_f32_xla', float('nan')):.1e}/{chk.get('bf16_xla_vs_f32_xla', float('nan')):.1e}")
+for p in sorted(glob.glob(f"{out}/decode_*.json")):
+    for r in json.load(open(p)).get("runs", []):
+        cats = r.get("profile_fill_and_decode", {}).get("by_category", {})
+        for name, v in sorted(cats.items(), key=lambda kv: -kv[1]["total_us"])[:6]:
+            print(f"profile {r['decode_kernel']:12} {name:22} {v['count']:6} kernels "
+                  f"{v['total_us'] / r['output_len'] / 1e3:6.3f} ms/step")
 for p in glob.glob(f"{out}/train_*.json"):
     for r in json.load(open(p)).get("runs", []):
         print(f"train {r.get('model')} B={r.get('batch')} MFU {100 * (r.get('mfu_vs_datasheet') or 0):.1f}% "
