@@ -614,35 +614,15 @@ class GroupedQueryAttention(nn.Module):
             S = k_BKSH.shape[2]
             causal = (jnp.arange(S) <= position)[None, None, None, :]
             mask = causal if mask is None else jnp.logical_and(mask > 0, causal)
-        if self._kernel_takes(q_BTNH, k_BKSH, bias, mask):
-            out_BNH = decode_attention.grouped_decode_attention(
-                q_BTNH[:, 0],
-                k_BKSH,
-                v_BKSH,
-                key_mask=None if mask is None else mask[:, 0, 0, :],
-                bias_NS=None if bias is None else bias[0, :, 0, :],
+        use_kernel = self.float32_logits and (
+            self.decode_kernel == "pallas"
+            or (self.decode_kernel == "pallas_cross" and self.is_cross)
+        )
+        out_BNH = None
+        if use_kernel:
+            out_BNH = decode_attention.decode_step(q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask)
+        if out_BNH is None:
+            out_BNH = cached_decode_attention(
+                q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask, float32_logits=self.float32_logits
             )
-            return out_BNH[:, None]
-        out_BNH = cached_decode_attention(
-            q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask, float32_logits=self.float32_logits
-        )
         return out_BNH[:, None]
-
-    def _kernel_takes(self, q_BTNH, k_BKSH, bias, mask) -> bool:
-        """Whether this decode step goes to the Pallas kernel (see `decode_kernel`)."""
-        wanted = self.decode_kernel == "pallas" or (
-            self.decode_kernel == "pallas_cross" and self.is_cross
-        )
-        if not wanted or not self.float32_logits:
-            return False
-        B, S = k_BKSH.shape[0], k_BKSH.shape[2]
-        # A key mask per row (or shared) and a bias row shared by every row: other shapes
-        # (a per-head mask, a per-row bias) stay on the XLA path.
-        mask_ok = mask is None or (mask.ndim == 4 and mask.shape[1:3] == (1, 1))
-        bias_ok = bias is None or (bias.ndim == 4 and bias.shape[0] == 1 and bias.shape[2] == 1)
-        if mask is not None and mask.shape[0] not in (1, B) or not (mask_ok and bias_ok):
-            return False
-        if mask is not None and mask.shape[-1] != S or bias is not None and bias.shape[-1] != S:
-            return False
-        on_gpu = decode_attention.resolve("auto") == "pallas"
-        return not on_gpu or decode_attention.supported_on_gpu(q_BTNH, k_BKSH)

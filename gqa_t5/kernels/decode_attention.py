@@ -88,6 +88,29 @@ def grouped_decode_attention(
     return _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, impl == "interpret")
 
 
+def decode_step(q_BNH, k_BKSH, v_BKSH, bias, mask) -> jax.Array | None:
+    """The kernel ("auto") for a decode step's [1, N, 1, S] bias and [B or 1, 1, 1, S]
+    mask (layers' shapes), or None where the kernel does not take them: a per-head mask,
+    a per-row bias, or on GPU a shape Triton cannot tile; the caller then runs XLA.
+    """
+    B, S = k_BKSH.shape[0], k_BKSH.shape[2]
+    if mask is not None and (mask.ndim != 4 or mask.shape[1:] != (1, 1, S)):
+        return None
+    if mask is not None and mask.shape[0] not in (1, B):
+        return None
+    if bias is not None and (bias.ndim != 4 or bias.shape[0] != 1 or bias.shape[2:] != (1, S)):
+        return None
+    if resolve("auto") == "pallas" and not supported_on_gpu(q_BNH, k_BKSH):
+        return None
+    return grouped_decode_attention(
+        q_BNH,
+        k_BKSH,
+        v_BKSH,
+        key_mask=None if mask is None else mask[:, 0, 0, :],
+        bias_NS=None if bias is None else bias[0, :, 0, :],
+    )
+
+
 def reference(q_BNH, k_BKSH, v_BKSH, key_mask=None, bias_NS=None) -> jax.Array:
     """The XLA path the model uses without the kernel (layers.cached_decode_attention)."""
     from gqa_t5 import layers  # a module-level import would be circular
