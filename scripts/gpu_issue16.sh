@@ -3,8 +3,13 @@
 # (correctness against XLA and float32 on the GPU, GB/s, a launch sweep), GQA-8-XXL and
 # MQA-Large decode with and without it, and T5.1.1-small-with-8-heads training MFU.
 # Every part writes JSON under $OUT; a failing part does not stop the others.
-#   OUT=/tmp/out bash scripts/gpu_issue16.sh
+#   OUT=/tmp/out bash scripts/gpu_issue16.sh          # the ~6-minute first call
+# Later calls (each under 10 minutes): `... gpu_issue16.sh peer` (HF peer, static and
+# dynamic cache, full-length warm-up), `KERNEL=xla|pallas_cross|pallas ... xxl_all` or
+# `large_all` (every G with one decode-kernel setting; BEST='{"block_k": ..}' passes the
+# launch parameters the first call found), `train` (every T5.1.1 size's training MFU).
 set -u
+section=${1:-main}
 OUT=${OUT:-benchmarks/raw/issue16}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
 run() { timeout "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40; }
@@ -12,8 +17,9 @@ t0=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - t0)) s"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv \
   > "$OUT/nvidia_smi.csv" 2>&1
-python3 -c "import jax; print(jax.__version__, jax.devices())" > "$OUT/jax.txt" 2>&1
+python3 -c "import jax; print(jax.__version__)" > "$OUT/jax.txt" 2>&1
 
+if [[ $section == main ]]; then
 stamp kernel
 run 100 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
 CEIL=$(python3 -c "import json; print(json.dumps(json.load(open('$OUT/kernel.json')).get('ceilings', {})))" 2>/dev/null || echo '{}')
@@ -36,6 +42,27 @@ done
 stamp train_small8
 run 45 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
   --attention_impl auto --out "$OUT/train_small8.json"
+fi
+BEST=${BEST:-'{}'}
+if [[ $section == peer ]]; then
+  run 300 python3 scripts/benchmark_hf_peer.py --model xxl --batch 8 --cache static,dynamic \
+    --out "$OUT/hf_peer.json"
+  run 200 python3 scripts/benchmark_hf_peer.py --model large --batch 32 --cache static,dynamic \
+    --out "$OUT/hf_peer.json"
+fi
+if [[ $section == xxl_all || $section == large_all ]]; then
+  model=${section%_all}; groups=$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)
+  for k in ${KERNEL:-pallas_cross}; do  # one kernel setting per 10-minute call
+    run 580 python3 scripts/benchmark_decode.py --model $model --groups $groups --check \
+      --decode_kernel $k --kernel_params "$BEST" --out "$OUT/decode_${model}_all_$k.json"
+  done
+fi
+if [[ $section == train ]]; then
+  for m in small small8 base large; do
+    run 140 python3 scripts/benchmark_train.py --model $m --batch 64,128,256 --steps 8 \
+      --attention_impl auto --out "$OUT/train_$m.json"
+  done
+fi
 stamp summary
 python3 - "$OUT" <<'PY'
 import glob, json, sys
