@@ -119,7 +119,10 @@ def save_t5x(
     tree = train_state_tree(params, step, min_dim_size_to_factor=min_dim_size_to_factor)
     handler = ocp.PyTreeCheckpointHandler(
         use_ocdbt=True,
-        type_handler_registry=orbax_params.lazy_type_handler_registry(on_written),
+        type_handler_registry=orbax_params.lazy_type_handler_registry(
+            # progress counts the parameters, not the zero optimizer slots
+            None if on_written is None else lambda n, a: n.startswith("target") and on_written(n, a)
+        ),
     )
     options = ocp.CheckpointManagerOptions(step_prefix=STEP_PREFIX, create=True)
     try:
