@@ -318,8 +318,9 @@ def convert_checkpoint(
     save = orbax_params.save_params
     if output_format == "t5x":  # checkpoint_<step>/state, t5x.train's INITIAL_CHECKPOINT_PATH
         step = int(reader.hints.get("step", 0))
-        record["output_format"], record["t5x_step_dir"] = "t5x", str(
-            output_path.absolute() / t5x_writer.step_dir_name(step)
+        record["output_format"], record["t5x_step_dir"] = (
+            "t5x",
+            str(output_path.absolute() / t5x_writer.step_dir_name(step)),
         )
         save = functools.partial(t5x_writer.save_t5x, step=step)
     save(

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from gqa_t5 import convert
-from gqa_t5.checkpoints import CheckpointError, detect_format, open_checkpoint, orbax_params
-from gqa_t5.checkpoints import t5x_writer
+from gqa_t5.checkpoints import (
+    CheckpointError,
+    detect_format,
+    open_checkpoint,
+    orbax_params,
+    t5x_writer,
+)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "t5x_tiny"  # make_t5x_fixtures.py
 LEGACY = FIXTURES / "legacy" / "checkpoint_1000"

@@ -120,7 +120,8 @@ def save_params(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tree = {"params": _map_nested(_as_float32, params)}
     try:
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=lazy_type_handler_registry(on_written))
+        registry = lazy_type_handler_registry(on_written)
+        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
         with ocp.Checkpointer(handler) as ckptr:
             ckptr.save(tmp / "ckpt", args=ocp.args.PyTreeSave(tree))
         # Orbax publishes into its own directory; move its contents to the temp root.
