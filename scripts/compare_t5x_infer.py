@@ -2,7 +2,7 @@
 
     python scripts/compare_t5x_infer.py T5X_INFER_DIR GQA_T5_INFER_DIR --task kjv_summarize
 
-t5x writes `<task>-<step>.jsonl` lines {"inputs": {"inputs_pretokenized": ...},
+t5x writes `<task>-predict.jsonl-00000-of-00001` lines {"inputs": {"inputs_pretokenized": ...},
 "prediction": text}; gqa-t5 writes {"index", "inputs", "prediction"}. Both decode with
 the task's vocabulary, so predictions are compared as text and as the token ids of that
 text under the task's vocabulary. Prints a summary; writes `comparison.json` into
@@ -18,7 +18,8 @@ import sys
 
 
 def _lines(directory: pathlib.Path, task: str) -> list[dict]:
-    files = sorted(directory.glob(f"{task}-*.jsonl"))
+    # t5x: <task>-predict.jsonl-00000-of-00001 (+ .COMPLETED); gqa-t5: <task>-<step>.jsonl
+    files = sorted(f for f in directory.glob(f"{task}-*.jsonl*") if f.suffix != ".COMPLETED")
     if not files:
         sys.exit(f"compare_t5x_infer: no {task}-*.jsonl in {directory}; run the infer step first")
     return [json.loads(x) for x in files[-1].read_text().splitlines() if x.strip()]
