@@ -107,3 +107,8 @@ def register_builtin_tasks(
 
 
 register_builtin_tasks()
+
+
+def vocabulary() -> seqio.Vocabulary:
+    """The bundled tasks' SentencePiece vocabulary (gin: `VOCABULARY = @builtin.vocabulary()`)."""
+    return vocab.get_vocabulary(str(corpus_dir() / "spm.model"))
