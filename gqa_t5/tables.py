@@ -155,10 +155,22 @@ def figure_data(rows: Sequence[dict], figure_alpha: float, what: str = "") -> di
             "mha_avg": {r["size"]: _point(r) for r in rows if r["point"] == "mha"},
         },
         "groups_vs_time": {
-            "title": "Decode time per sample by G (median; bars: interquartile range)",
+            "title": "Greedy decode time per sample by G (median; bars: interquartile range)"
+            + _time_setup(rows),
             "seconds_per_sample_by_g": dict(sorted(timing.items())),
         },
     }
+
+
+def _time_setup(rows: Sequence[dict]) -> str:
+    s = rows[0].get("t_infer_setup") if rows else None
+    if not s:
+        return ""
+    reps = rows[0].get("t_infer_spread", {}).get("repeats")
+    return (
+        f"\n{rows[0]['size']}, random weights, batch {s['batch_size']}, {s['input_len']} -> "
+        f"{s['output_len']} tokens, {reps} repeats, {s['device']}"
+    )
 
 
 def _point(r: Mapping) -> dict:
@@ -187,6 +199,7 @@ def honest_ylim(ax, lows: Sequence[float], highs: Sequence[float], min_span: flo
     than the intervals then look small instead of filling the axis."""
     lo, hi = min(lows), max(highs)
     mid, span = (lo + hi) / 2, max(hi - lo, min_span) * 1.15
+    span = span or max(abs(mid) * 0.2, 1.0)  # every interval of zero width
     ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
