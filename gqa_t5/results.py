@@ -102,7 +102,8 @@ def _row(recipe, p: dict, measures: dict, loss_m: dict, per_sample: list, t_m) -
     row["t_infer_ci"] = _ci(t_m)
     row["t_infer_spread"] = {**uncertainty.median_iqr(per_sample), "repeats": len(per_sample)}
     row["t_infer_repeats"] = per_sample
-    row["t_infer_setup"] = {k: t.get(k) for k in ("batch_size", "input_len", "output_len", "device")}
+    setup = ("batch_size", "input_len", "output_len", "device")
+    row["t_infer_setup"] = {k: t.get(k) for k in setup}
     for key, name in (("loss_converted", "heldout_loss_converted"), ("loss_start", "heldout_loss")):
         r = p[key]
         if r is not None:
