@@ -218,3 +218,25 @@ def test_markdown_and_figure_data_from_rows():
 def test_recipe_is_a_frozen_dataclass():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _recipe().size = "x"
+
+
+def test_gin_include_works_with_a_runs_directory_in_the_working_directory(tmp_path, monkeypatch):
+    # `runs/` in the working directory (the default --output_dir=runs/reproduce) is a
+    # namespace package; gin's package reader used to crash on it for includes of 'runs/...'.
+    import importlib
+
+    from gqa_t5 import gin_utils
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert importlib.util.find_spec("runs").origin is None
+    bindings = ["MODEL_DIR = '/x'", "MIXTURE_OR_TASK_NAME = 'x'", "TASK_FEATURE_LENGTHS = {}",
+                "INITIAL_CHECKPOINT_PATH = 'x'"]  # fmt: skip
+    # Without the guard this raises TypeError (os.path.dirname(None)) inside gin.
+    gin_utils.parse_gin(["models/t5_1_1/tiny.gin", "runs/uptrain.gin"], bindings, finalize=False)
+    import gin
+
+    assert gin.query_parameter("%BATCH_SIZE") == 2048  # from runs/uptrain.gin's include chain
+    gin.clear_config()
