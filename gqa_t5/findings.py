@@ -198,7 +198,7 @@ def to_text(result: dict) -> str:
     """The findings block as printed and written to the README."""
     sd = result["seed_sd_pooled"]
     lines = [
-        "findings (95% intervals of differences; " + result["rule"] + "; seed sd of Avg "
+        "findings (" + result["rule"] + "; seed sd of Avg "
         + (f"{sd:.2f}" if sd is not None else "not measured: one fine-tuning seed") + "):"
     ]  # fmt: skip
     for f in result["findings"]:

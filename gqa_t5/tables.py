@@ -210,9 +210,11 @@ def _panel(ax, groups: Mapping[str, Mapping], key: str, ylabel: str, x_is_alpha:
         pts = [p for p in series.values() if p.get(key) is not None]
         if not pts:
             continue
-        xs = list(series) if x_is_alpha else [i]
+        xs = [float(x) for x in series] if x_is_alpha else [i]
+        if x_is_alpha:  # dodge series sideways so their error bars do not hide each other
+            xs = [x + 0.01 * (i - (len(groups) - 1) / 2) * (max(xs) - min(xs) or 1) for x in xs]
         kw = {"label": label} if x_is_alpha else {"linestyle": "none"}
-        _errorbar(ax, [float(x) for x in xs] if x_is_alpha else xs, pts, key, **kw)
+        _errorbar(ax, xs, pts, key, **kw)
         for p in pts:
             ci = p.get(f"{key}_ci") or (p[key], p[key])
             lows.append(ci[0])
