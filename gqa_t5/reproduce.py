@@ -111,6 +111,12 @@ class Pipeline:
         self.r = recipe
         self.out = output_dir
         self.points = [parse_point(p, recipe.num_heads) for p in recipe.points]
+        unknown = sorted(set(recipe.seed_points or ()) - set(recipe.points))
+        if recipe.finetune_seeds < 1 or unknown:
+            raise ValueError(
+                f"finetune_seeds={recipe.finetune_seeds} must be >= 1 and seed_points must be "
+                f"grid points (not in points: {unknown})"
+            )
         self.runner = stages.StageRunner(output_dir / recipe.size.lower(), print_fn)
         self.print = print_fn
 

@@ -215,6 +215,14 @@ def test_markdown_and_figure_data_from_rows():
     assert paper[3] == "| MHA-XXL | 1.51 | 47.2 | 43.8 | 45.6 | 47.5 | 36.4 | 46.9 | 28.4 | 81.9 |"
 
 
+def test_bad_seed_settings_fail_before_any_stage(tmp_path):
+    with pytest.raises(ValueError, match=r"not in points: \['gqa2-mean-0.05'\]"):
+        reproduce.Pipeline(_recipe(seed_points=("gqa2-mean-0.05",)), tmp_path)
+    with pytest.raises(ValueError, match="finetune_seeds=0 must be >= 1"):
+        reproduce.Pipeline(_recipe(finetune_seeds=0), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_recipe_is_a_frozen_dataclass():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _recipe().size = "x"
