@@ -237,7 +237,9 @@ def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Pa
     avg_label, loss_label = "Avg score (95% CI, examples)", "held-out loss (95% CI)"
     written = []
     for name, d in data.items():
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        one = name == "groups_vs_time"
+        fig, axes = plt.subplots(1, 1 if one else 2, figsize=(5 if one else 9, 3.6), squeeze=False)
+        axes = axes[0]
         if name == "conversion_method":
             methods = {m: {0: p} for m, p in d["avg_by_method"].items()}
             for ax, key, label in ((axes[0], "avg", avg_label), (axes[1], "loss", loss_label)):
@@ -253,7 +255,6 @@ def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Pa
                     ax.set_xlabel("uptraining proportion alpha")
                     ax.legend(fontsize=7)
         else:
-            fig.delaxes(axes[1])
             ax = axes[0]
             g = d["seconds_per_sample_by_g"]
             med = [p["median"] for p in g.values()]

@@ -66,7 +66,7 @@ def decode_h100(root: pathlib.Path) -> str:
         kind = "MHA" if g == heads[r["model"]] else "MQA" if g == 1 else f"GQA-{g}"
         t = r["target_s_per_sample"]
         lines.append(
-            f"| {kind}-{size} | {g} | {r['s_per_sample']:.3f} | {f'<= {t:g}' if t else ''} "
+            f"| {kind}-{size} | {g} | {r['s_per_sample']:.3f} | {f'<= {t:.2f}' if t else ''} "
             f"| {r['ms_per_step']:.2f} | {r['floor_fraction_measured_copy']:.0%} |"
         )
     for p in sorted(d["peer"], key=lambda p: p["model"] != "xxl"):
@@ -77,7 +77,7 @@ def decode_h100(root: pathlib.Path) -> str:
             f"| HF transformers MHA-{size} (peer, batch {p['batch']}, {p['cache']} cache) "
             f"| {heads[p['model']]} | {p['s_per_sample']:.3f} | | {p['ms_per_step']:.2f} | |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.replace("|  |", "| |") for line in lines) + "\n"
 
 
 BLOCKS: dict[str, Callable[[pathlib.Path], str]] = {
