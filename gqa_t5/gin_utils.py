@@ -45,6 +45,7 @@ def parse_gin(
     """Parse gin files and bindings with the package's gin dir on the search path."""
     import gin
 
+    _guard_system_path_reader()
     gin.clear_config()
     # The package's own files first: gin logs an error for every search path it misses.
     paths = list(dict.fromkeys([str(gin_dir())] + [str(p) for p in search_paths if p] + ["."]))
@@ -64,6 +65,28 @@ def parse_gin(
         gin.parse_config_files_and_bindings(resolved, list(bindings), finalize_config=finalize)
     finally:
         logging.disable(logging.NOTSET)
+
+
+def _guard_system_path_reader() -> None:
+    """Make gin's Python-package file reader skip namespace packages instead of crashing.
+
+    NOTE: gin tries an include such as 'runs/pretrain.gin' first relative to the working
+    directory and then as a file inside a Python package `runs`; a plain directory `runs/`
+    in the working directory (the pipeline's default output) is a namespace package with no
+    origin, and gin's check raises TypeError instead of answering "not here".
+    """
+    from gin import config, resource_reader
+
+    def exists(path: str) -> bool:
+        try:
+            return resource_reader.system_path_file_exists(path)
+        except TypeError:
+            return False
+
+    config._FILE_READERS[:] = [
+        (reader, exists if check is resource_reader.system_path_file_exists else check)
+        for reader, check in config._FILE_READERS
+    ]
 
 
 def _resolve(name: str, paths: Sequence[str]) -> str | None:
