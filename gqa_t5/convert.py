@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import re
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gqa_t5 import errors, gin_utils
 from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
@@ -259,9 +261,10 @@ def convert_checkpoint(
     """Read, convert tensor by tensor, write Orbax + conversion.json; return the record."""
     if method not in METHODS:
         raise CheckpointError(f"--method {method!r}; use one of {METHODS}")
-    output_path = Path(output_path)
+    output_path = Path(output_path).absolute()
     if output_path.exists() and not overwrite:
         raise CheckpointError(f"output {output_path} already exists; pass --overwrite")
+    errors.check_writable_parent(output_path, "--output")
     reader = open_checkpoint(input_path, fmt)
     src = f"{input_path} ({reader.format})"
     found = reader.shapes()
@@ -271,12 +274,13 @@ def convert_checkpoint(
     blocks = blocks_for(group_encoder)
     out_shapes = expected_shapes(after)
     progress = _Progress(len(out_shapes), _count(found) * 4, log)
+    checksums: dict[str, str] = {}
 
     def leaf(name: str) -> orbax_params.LazyArray:
         def load():
             array = reader.read(name)
             progress.read(array.nbytes)
-            return convert_tensor(
+            out = convert_tensor(
                 name,
                 array,
                 head_dim=before.head_dim,
@@ -285,6 +289,8 @@ def convert_checkpoint(
                 blocks=blocks,
                 seed=seed,
             )
+            checksums[name] = orbax_params.checksum(out)
+            return out
 
         return orbax_params.LazyArray(out_shapes[name], np.float32, load)
 
@@ -298,6 +304,7 @@ def convert_checkpoint(
         "config_before": config_record(before),
         "config_after": config_record(after),
         "gin_overrides": [f"NUM_KV_HEADS = {num_kv_heads}", f"GROUP_ENCODER = {group_encoder}"],
+        "model_gin": "model.gin",
         "param_count_before": _count(found),
         "param_count_after": _count(out_shapes),
         "kv_cache_bytes_per_token_before": kv_cache_bytes_per_token(before),
@@ -310,11 +317,20 @@ def convert_checkpoint(
         f"converting {src}: {len(out_shapes)} tensors, {_count(found) / 1e6:.1f}M params, "
         f"K={before.num_kv_heads} -> G={num_kv_heads} ({method}, blocks {','.join(blocks)})"
     )
+    errors.remove_stale_temporaries(output_path, log)
+
+    def record_text() -> str:  # once every tensor is written, so the checksums are known
+        record["checksums"] = dict(sorted(checksums.items()))
+        return json.dumps(record, indent=2) + "\n"
+
     orbax_params.save_params(
         output_path,
         params,
         overwrite=overwrite,
-        extra_files={orbax_params.RECORD_NAME: json.dumps(record, indent=2) + "\n"},
+        extra_files={
+            orbax_params.RECORD_NAME: record_text,
+            "model.gin": gin_utils.model_gin_text(record["config_after"], record["source"]),
+        },
         on_written=progress.written,
     )
     log(progress.summary(output_path))
@@ -392,8 +408,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         choices=("auto", "t5x", "t5x_orbax", "mesh_tf", "huggingface", "gqa_t5"),
     )
+    p.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     args = p.parse_args(argv)
-    try:
+    errors.setup_logging(args.verbose)
+    if not args.verbose:  # Orbax logs each failed write's traceback; the error says it all
+        for name in ("absl", "orbax"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def body() -> None:
         convert_checkpoint(
             args.input,
             args.output,
@@ -404,10 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             fmt=args.format,
         )
-    except (CheckpointError, FileExistsError) as e:
-        print(f"gqa-t5-convert: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return errors.run_cli("gqa-t5-convert", body, list(argv or sys.argv[1:]), args.verbose)
 
 
 def console_main() -> None:
