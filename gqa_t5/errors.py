@@ -294,3 +294,69 @@ def check_vocab_size(model_vocab: int, task_vocab: int, task_name: str) -> None:
 
 def _padded(n: int, multiple: int = 128) -> int:
     return -(-n // multiple) * multiple
+
+
+# Lines TensorFlow / XLA print from C++ at start-up on a machine without a GPU.
+_NATIVE_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cuda drivers|cuInit|cudart_stub|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"TF-TRT Warning|This TensorFlow binary is optimized|rebuild TensorFlow"
+)
+
+
+def _noise(line: bytes) -> bool:
+    return bool(_NATIVE_NOISE.search(line.decode("utf-8", "replace")))
+
+
+def filter_native_stderr() -> None:
+    """Drop known-harmless C++ start-up lines from file descriptor 2 (TensorFlow, XLA).
+
+    Python's logging cannot see them. fd 2 becomes a pipe read by a thread that forwards
+    every other line; the pipe is drained at exit.
+    """
+    import atexit
+    import threading
+
+    original = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as src:
+            pending = b""
+            while chunk := src.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = [
+                    ln + b"\n"
+                    for ln in lines
+                    if not _NATIVE_NOISE.search(ln.decode("utf-8", "replace"))
+                ]
+                if out:
+                    os.write(original, b"".join(out))
+            if pending and not _noise(pending):
+                os.write(original, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def drain() -> None:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end: the pump sees EOF
+        thread.join(timeout=5)
+
+    atexit.register(drain)
+
+
+def quiet_cli_start() -> None:
+    """Called on import of gqa_t5: when run as a command without --verbose, hide start-up noise."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
+    is_cli = argv0 == "-m" or argv0.startswith("gqa-t5-")
+    if not is_cli or "--verbose" in sys.argv or os.environ.get("GQA_T5_VERBOSE"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        filter_native_stderr()
+    except OSError:  # no fd 2 (a daemon): nothing to filter
+        pass
