@@ -114,6 +114,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, list | tuple)
     if origin in (collections.abc.Mapping, dict):
         return isinstance(value, dict)
+    if origin is None and isinstance(hint, type) and hint.__module__ == "builtins":
+        return isinstance(value, hint)
     return True
 
 
