@@ -65,6 +65,10 @@ HARMLESS = re.compile(
             r"cuInit",
             r"Unable to initialize backend",
             r"An NVIDIA GPU may be present on this machine",
+            # Orbax logs each failed write from its threads, then raises the same error,
+            # which is reported once; asyncio repeats it at exit.
+            r"_SignalingThread\.run\(\) raised an exception",
+            r"Future exception was never retrieved",
         )
     )
 )

@@ -72,7 +72,7 @@ def read_only_dir(tmp_path):
         if mounted.returncode:
             pytest.skip("root, but cannot mount a read-only tmpfs (no CAP_SYS_ADMIN)")
         yield d
-        subprocess.run(["umount", str(d)])
+        subprocess.run(["umount", "-l", str(d)])
     else:
         d.chmod(0o555)
         yield d
@@ -179,7 +179,7 @@ def test_full_disk_fails_in_one_line_and_removes_the_run(tmp_path, capsys):
         assert len(err.splitlines()) < 20, err
         assert tree(disk) == []
     finally:
-        subprocess.run(["umount", str(disk)])
+        subprocess.run(["umount", "-l", str(disk)])
 
 
 def test_sigterm_during_start_up_leaves_no_model_dir(tmp_path, capsys, monkeypatch):
