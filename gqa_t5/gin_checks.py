@@ -172,3 +172,37 @@ def check_config(cli_bindings: Sequence[str]) -> None:
     """Both checks, after `gin.parse_config_files_and_bindings`."""
     check_macros_read(cli_bindings)
     check_types()
+
+
+_NO_PARAM = re.compile(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'")
+_NO_CONFIGURABLE = re.compile(r"No configurable matching '([\w.]+)'")
+
+
+def did_you_mean(message: str) -> str:
+    """A ' did you mean ...?' suffix for gin's unknown-parameter / unknown-name errors."""
+    import inspect
+
+    import gin.config
+
+    registry = gin.config._REGISTRY  # noqa: SLF001
+    m = _NO_PARAM.search(message)
+    if m:
+        try:
+            fn = registry.get_match(m.group(1)).wrapped
+            names = list(inspect.signature(fn).parameters)
+        except Exception:  # noqa: BLE001 - no suggestion then
+            return ""
+        close = difflib.get_close_matches(m.group(2), names, n=1)
+        return f"; did you mean {m.group(1)}.{close[0]}?" if close else f"; it takes {names}"
+    m = _NO_CONFIGURABLE.search(message)
+    if m:
+        names = sorted(
+            {
+                s.rsplit(".", 2)[-2] + "." + s.rsplit(".", 1)[-1]
+                for s, _ in registry.items()
+                if "." in s
+            }
+        )
+        close = difflib.get_close_matches(m.group(1), names, n=1)
+        return f"; did you mean {close[0]}?" if close else ""
+    return ""

@@ -315,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
         except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
-            raise errors.BadInput(f"gin: {errors.one_line(str(e))}") from e
+            msg = errors.one_line(str(e)) + gin_checks.did_you_mean(str(e))
+            raise errors.BadInput(f"gin: {msg}") from e
         gin_checks.check_config(args.gin_bindings)
         recipe = gin.get_configurable(Recipe)()
         gin.clear_config()

@@ -182,7 +182,9 @@ def train(
     with errors.removed_unless_kept(model_dir_path, keep=keep):
         model_dir_path.mkdir(parents=True, exist_ok=True)
         _write_config(model_dir_path)
-        ckpt = checkpointing.CheckpointManager(
+        for stale in sorted((model_dir_path / "checkpoints").glob("*.orbax-checkpoint-tmp*")):
+            logging.info("removing %s, a temporary left by an earlier killed run", stale)
+        ckpt = checkpointing.CheckpointManager(  # Orbax removes those temporaries
             model_dir_path / "checkpoints", checkpoint_period, keep_checkpoints
         )
         return _train_loop(
@@ -313,7 +315,8 @@ def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
             gin_utils.parse_gin(args.gin_file, args.gin_bindings, paths)
         except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
             raise errors.BadInput(
-                f"gin: {errors.one_line(str(e))} (strings need quotes: --gin.NAME=\"'text'\")"
+                f"gin: {errors.one_line(str(e))}{gin_checks.did_you_mean(str(e))} "
+                "(strings need quotes: --gin.NAME=\"'text'\")"
             ) from e
         gin_checks.check_config(args.gin_bindings)
         result = gin.get_configurable(fn)()

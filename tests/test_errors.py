@@ -91,6 +91,8 @@ def test_gin_typo_and_wrong_type_are_bad_input(tmp_path, capsys):
         (["--gin.NUM_KV_HEADS=two"], ["strings need quotes"]),
         (["--gin.MIXTURE_OR_TASK_NAME='kjv_modernise'"], ["did you mean", "kjv_modernize"]),
         (["--gin.VOCAB_SIZE=1000"], ["VOCAB_SIZE=1000 is smaller", "--gin.VOCAB_SIZE=1152"]),
+        (["--gin.network.T5Config.num_kv_head=2"], ["did you mean network.T5Config.num_kv_heads?"]),
+        (["--gin.network.T5Confg.emb_dim=2"], ["did you mean network.T5Config?"]),
     ]
     for extra, needles in cases:
         rc = run(train_lib.train, TRAIN + [f"--gin.MODEL_DIR='{md}'", *extra])
