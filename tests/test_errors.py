@@ -142,6 +142,7 @@ def test_eval_of_a_model_dir_reports_its_step(trained, tmp_path, capsys):
     metrics = json.loads((out / "metrics-2.json").read_text())
     assert metrics["step"] == 2 and json.loads((out / "metrics.json").read_text()) == metrics
     assert checkpointing.step_of(trained) == 2
+    assert not list(out.glob("*-000000.jsonl")) and list(out.glob("*-000002.jsonl"))
     # Results follow the umask (022 here): readable by others, not 0600.
     assert (out / "metrics.json").stat().st_mode & 0o777 == errors.umask_mode()
 
