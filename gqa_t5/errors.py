@@ -107,7 +107,11 @@ def setup_logging(verbose: bool = False) -> None:
 
 def one_line(message: str) -> str:
     """The message on one line (gin and Orbax append indented context lines)."""
-    parts = [p.strip() for p in str(message).splitlines() if p.strip() and set(p.strip()) != {"^"}]
+    parts = [
+        p.strip()
+        for p in str(message).splitlines()
+        if p.strip() and set(p.strip()) != {"^"} and not p.strip().startswith("In call to")
+    ]
     return " | ".join(parts)
 
 
