@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import logging
 import re
@@ -25,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from gqa_t5 import errors, gin_utils
-from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params
+from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params, t5x_writer
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
 
 METHODS = ("mean", "first", "random")
+OUTPUT_FORMATS = ("orbax", "t5x")  # gqa-t5's params checkpoint, or t5x's train-state layout
 # Block name -> (stack, attention module) in the params tree.
 BLOCKS = {
     "decoder_self": ("decoder", "self_attention"),
@@ -256,11 +258,14 @@ def convert_checkpoint(
     seed: int = 0,
     overwrite: bool = False,
     fmt: str = "auto",
+    output_format: str = "orbax",
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Read, convert tensor by tensor, write Orbax + conversion.json; return the record."""
+    """Read, convert tensor by tensor, write Orbax (or t5x) + conversion.json; return the record."""
     if method not in METHODS:
         raise CheckpointError(f"--method {method!r}; use one of {METHODS}")
+    if output_format not in OUTPUT_FORMATS:
+        raise CheckpointError(f"--output_format {output_format!r}; use one of {OUTPUT_FORMATS}")
     output_path = Path(output_path).absolute()
     if output_path.exists() and not overwrite:
         raise CheckpointError(f"output {output_path} already exists; pass --overwrite")
@@ -318,12 +323,22 @@ def convert_checkpoint(
         f"K={before.num_kv_heads} -> G={num_kv_heads} ({method}, blocks {','.join(blocks)})"
     )
     errors.remove_stale_temporaries(output_path, log)
+    save = orbax_params.save_params
+    if output_format == "t5x":  # checkpoint_<step>/state, t5x.train's INITIAL_CHECKPOINT_PATH
+        step = int(reader.hints.get("step", 0))
+        record["output_format"], record["t5x_step_dir"] = (
+            "t5x",
+            str(output_path / t5x_writer.step_dir_name(step)),
+        )
+        save = functools.partial(t5x_writer.save_t5x, step=step)
 
     def record_text() -> str:  # once every tensor is written, so the checksums are known
         record["checksums"] = dict(sorted(checksums.items()))
         return json.dumps(record, indent=2) + "\n"
 
-    orbax_params.save_params(
+    # Both formats get conversion.json (with checksums) and model.gin at the output's root:
+    # beside the Orbax params, or beside t5x's checkpoint_<step>/ directory.
+    save(
         output_path,
         params,
         overwrite=overwrite,
@@ -334,6 +349,8 @@ def convert_checkpoint(
         on_written=progress.written,
     )
     log(progress.summary(output_path))
+    if output_format == "t5x":
+        log(f"t5x: --gin.INITIAL_CHECKPOINT_PATH=\"'{record['t5x_step_dir']}'\"")
     return record
 
 
@@ -393,7 +410,14 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gqa-t5-convert", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="checkpoint directory or file")
-    p.add_argument("--output", required=True, help="new Orbax checkpoint directory")
+    p.add_argument("--output", required=True, help="new checkpoint directory")
+    p.add_argument(
+        "--output_format",
+        choices=OUTPUT_FORMATS,
+        default="orbax",
+        help="orbax: gqa-t5's params checkpoint; t5x: OUTPUT/checkpoint_<step>/ as t5x.train "
+        "restores it (INITIAL_CHECKPOINT_PATH), with a fresh Adafactor state",
+    )
     p.add_argument("--num_kv_heads", type=int, required=True, help="G, key/value heads")
     p.add_argument("--method", choices=METHODS, default="mean")
     p.add_argument("--seed", type=int, default=0, help="for --method random")
@@ -425,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             fmt=args.format,
+            output_format=args.output_format,
         )
 
     return errors.run_cli("gqa-t5-convert", body, list(argv or sys.argv[1:]), args.verbose)

@@ -20,7 +20,6 @@ from typing import Any
 import jax
 import numpy as np
 import optax
-import seqio
 
 from gqa_t5 import checkpointing, data, errors, trainer, utils
 from gqa_t5.models import EncoderDecoderModel
@@ -47,7 +46,8 @@ def load_for_inference(
 
 
 def check_inputs(model: EncoderDecoderModel, cfg: data.DatasetConfig, checkpoint_path, output_dir):
-    """Validate the task, vocabulary, checkpoint path and output directory; return the task."""
+    """Validate the task (or Grain exports), vocabulary, checkpoint path and output directory
+    before anything is written; return the task (or the exports, as `open_exports`)."""
     from gqa_t5.train import check_task_and_vocab
 
     task = check_task_and_vocab(model, cfg)
@@ -134,7 +134,21 @@ def evaluate(
     output_dir: str,
     partitioner: Partitioner | None = None,
 ) -> dict[str, Any]:
-    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task."""
+    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task.
+
+    On DATA_BACKEND = 'grain' the exported split is decoded and scored without TensorFlow
+    (`gqa_t5.grain_eval`), writing the same metrics.json.
+    """
+    if dataset_cfg.backend == "grain":
+        from gqa_t5 import grain_eval
+
+        return grain_eval.evaluate(
+            model=model,
+            dataset_cfg=dataset_cfg,
+            checkpoint_path=checkpoint_path,
+            output_dir=output_dir,
+            partitioner=partitioner,
+        )
     if not output_dir:
         raise ValueError("EVAL_OUTPUT_DIR is not set: pass --gin.EVAL_OUTPUT_DIR=\"'/path'\"")
     task = check_inputs(model, dataset_cfg, checkpoint_path, output_dir)
@@ -144,6 +158,8 @@ def evaluate(
 
 
 def _evaluate(model, dataset_cfg, task, checkpoint_path, out, partitioner) -> dict[str, Any]:
+    import seqio
+
     evaluator = seqio.Evaluator(
         mixture_or_task_name=task.name,
         feature_converter=data.feature_converter(pack=False),

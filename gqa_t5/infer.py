@@ -14,15 +14,17 @@ import json
 import logging
 import pathlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import seqio
 
 from gqa_t5 import data, utils
 from gqa_t5.eval import check_inputs, load_for_inference, predict_features
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
+
+if TYPE_CHECKING:
+    import seqio
 
 
 def _task_examples(task: seqio.Task, cfg: data.DatasetConfig) -> tuple[list, list]:
@@ -53,6 +55,18 @@ def infer(
     partitioner: Partitioner | None = None,
 ) -> dict[str, Any]:
     """Decode every example of the split; write `<task>-<step>.jsonl` per task."""
+    if dataset_cfg.backend == "grain":
+        from gqa_t5 import grain_eval
+
+        return grain_eval.infer(
+            model=model,
+            dataset_cfg=dataset_cfg,
+            checkpoint_path=checkpoint_path,
+            output_dir=output_dir,
+            partitioner=partitioner,
+        )
+    import seqio
+
     if not output_dir:
         raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
     lengths = data.model_feature_lengths(dataset_cfg)

@@ -78,6 +78,10 @@ class Recipe:
     eval_bindings: Sequence[str] = ()
     task_lengths: dict[str, dict[str, int]] | None = None  # default: tasks' FEATURE_LENGTHS
     convert_seed: int = 0
+    # Input backend of every train/eval stage: 'seqio', or 'grain' (TF-free) reading
+    # `gqa-t5-export` output from grain_data_dir (<dir>/<task>/<split>/).
+    data_backend: str = "seqio"
+    grain_data_dir: str | None = None
     # Decode-time stage: fixed-length greedy predict_batch on this host, per G.
     time_batch_size: int = 8
     time_lengths: tuple[int, int] = (128, 48)
@@ -103,19 +107,26 @@ class Pipeline:
     # -- helpers -------------------------------------------------------------------
     def _lengths(self, task: str) -> dict[str, int]:
         import tasks
+        import tasks.kjv
 
-        known = {**tasks.FEATURE_LENGTHS, **tasks.builtin.FEATURE_LENGTHS}
+        known = {**getattr(tasks, "FEATURE_LENGTHS", {}), **tasks.kjv.FEATURE_LENGTHS}
         lengths = (self.r.task_lengths or {}).get(task) or known.get(task)
         if lengths is None:
             raise ValueError(f"no feature lengths for task {task!r}: set Recipe.task_lengths")
         return lengths
+
+    def _data(self) -> list[str]:
+        return [
+            f"DATA_BACKEND = {_q(self.r.data_backend)}",
+            f"GRAIN_DATA_DIR = {_q(self.r.grain_data_dir) if self.r.grain_data_dir else None}",
+        ]
 
     def _train(self, run_gin: str, model_dir: pathlib.Path, bindings: Sequence[str]) -> dict:
         from gqa_t5 import train
 
         gin_utils.parse_gin(
             [self.r.model_gin, run_gin],
-            [*self.r.model_bindings, f"MODEL_DIR = {_q(model_dir)}", *bindings],
+            [*self.r.model_bindings, *self._data(), f"MODEL_DIR = {_q(model_dir)}", *bindings],
         )
         summary = gin.get_configurable(train.train)()
         if summary["status"] != "done":
@@ -196,6 +207,7 @@ class Pipeline:
                     f"NUM_KV_HEADS = {p.num_kv_heads}",
                     f"CHECKPOINT_PATH = {_q(checkpoint)}",
                     f"EVAL_OUTPUT_DIR = {_q(d)}",
+                    *self._data(),
                     f"MIXTURE_OR_TASK_NAME = {_q(task)}",
                     f"TASK_FEATURE_LENGTHS = {self._lengths(task)!r}",
                     *self.r.eval_bindings,

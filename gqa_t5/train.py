@@ -4,8 +4,9 @@
       --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'c4_v220_span_corruption'"
 
 Restarts resume from the latest checkpoint in MODEL_DIR (step, parameters, optimizer state,
-data position). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with
-an error naming the step and keeps the last good checkpoint.
+data position; on DATA_BACKEND = 'grain' the Grain iterator state, restored without
+replay). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with an error
+naming the step and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _initial_state(
     initial_checkpoint_path: str | None,
     cfg: data.DatasetConfig,
 ):
-    """(state, start step): the latest checkpoint, else INITIAL_CHECKPOINT_PATH, else init."""
+    """(state, start step, stored data position): the latest checkpoint, else
+    INITIAL_CHECKPOINT_PATH, else init."""
     latest = ckpt.latest_step()
     if latest is not None:
         want = orbax_params.flatten(tr.abstract_params)
@@ -73,13 +75,13 @@ def _initial_state(
         state, data_state = ckpt.restore(latest, tr.abstract_state)
         data.check_resumable(data_state, cfg)
         logging.info("resumed from %s/%d", ckpt.directory, latest)
-        return state, latest
+        return state, latest, data_state
     if initial_checkpoint_path:
         params = checkpointing.load_initial_params(
             initial_checkpoint_path, tr.abstract_params, tr.model.config
         )
-        return tr.init_state(params), 0
-    return tr.init_state(), 0
+        return tr.init_state(params), 0, None
+    return tr.init_state(), 0, None
 
 
 class _PendingMetrics:
@@ -199,7 +201,13 @@ def train(
 
 
 def check_task_and_vocab(model: EncoderDecoderModel, cfg: data.DatasetConfig):
-    """The task exists, its vocabulary loads, and VOCAB_SIZE covers it; returns the task."""
+    """The task exists, its vocabulary loads, and VOCAB_SIZE covers it; returns the SeqIO task,
+    or on DATA_BACKEND = 'grain' the validated exports (`grain_data.open_exports`), TF-free."""
+    if cfg.backend == "grain":
+        exports = data.check_inputs(cfg)  # one vocabulary for all of them (checked there)
+        vocab = exports[0][0].vocabulary
+        errors.check_vocab_size(model.config.vocab_size, vocab.vocab_size, cfg.mixture_or_task_name)
+        return exports
     task = data.get_task(cfg)
     data.check_vocabularies(task)
     sizes = [f.vocabulary.vocab_size for f in task.output_features.values()]
@@ -216,8 +224,7 @@ def _train_loop(
     initial_checkpoint_path: str | None,
     log_every: int,
 ) -> dict[str, Any]:
-    state, start = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
-    per_host = data.per_host_batch_size(train_dataset_cfg.batch_size)
+    state, start, data_state = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
     summary = {
         "model_dir": str(model_dir_path),
         "start_step": start,
@@ -228,8 +235,7 @@ def _train_loop(
     if start >= total_steps:
         logging.info("already at step %d >= TRAIN_STEPS=%d; nothing to do", start, total_steps)
         return summary
-    ds = data.get_dataset(train_dataset_cfg, num_epochs=None, skip_examples=start * per_host)
-    batches = data.numpy_batches(ds)
+    batches = data.train_batches(train_dataset_cfg, start, data_state)
     writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
     progress = utils.Progress(start, total_steps)
     pending = _PendingMetrics()
@@ -252,10 +258,10 @@ def _train_loop(
                 break
             if ckpt.due(step):
                 pending.fetch_checked()  # never save a state that followed a NaN/Inf step
-                ckpt.save(step, state, data.data_position(train_dataset_cfg, step))
+                ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches))
     pending.fetch_checked()
     if step not in ckpt.all_steps():
-        ckpt.save(step, state, data.data_position(train_dataset_cfg, step), force=True)
+        ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches), force=True)
     ckpt.close()
     writer.close()
     summary["step"] = step

@@ -106,8 +106,12 @@ class SummaryWriter:
     def __init__(self, logdir: str | os.PathLike, enabled: bool = True):
         self._writer = None
         if enabled:
-            import tensorflow as tf
-            from tensorflow.core.framework import summary_pb2
+            try:
+                import tensorflow as tf
+                from tensorflow.core.framework import summary_pb2
+            except ImportError:  # a TF-free machine (Grain backend): JSON metrics only
+                logging.info("no TensorFlow: TensorBoard summaries off (JSON metrics written)")
+                return
 
             self._tf = tf
             self._meta = summary_pb2.SummaryMetadata(

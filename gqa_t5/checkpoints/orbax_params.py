@@ -81,7 +81,10 @@ class _SequentialLazyHandler(type_handlers.NumpyHandler):
             del array
 
 
-def _registry(on_written) -> Any:
+def lazy_type_handler_registry(
+    on_written: Callable[[str, np.ndarray], None] | None = None,
+) -> Any:
+    """Orbax's default type handlers plus one that writes `LazyArray` leaves in turn."""
     return handler_registry.create_type_handler_registry(
         *handler_registry._DEFAULT_TYPE_HANDLERS,
         (LazyArray, _SequentialLazyHandler(on_written)),
@@ -120,7 +123,8 @@ def save_params(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tree = {"params": _map_nested(_as_float32, params)}
     try:
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=_registry(on_written))
+        registry = lazy_type_handler_registry(on_written)
+        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
         with ocp.Checkpointer(handler) as ckptr:
             ckptr.save(tmp / "ckpt", args=ocp.args.PyTreeSave(tree))
         # Orbax publishes into its own directory; move its contents to the temp root.
