@@ -337,7 +337,9 @@ def convert_checkpoint(
         return json.dumps(record, indent=2) + "\n"
 
     # Both formats get conversion.json (with checksums) and model.gin at the output's root:
-    # beside the Orbax params, or beside t5x's checkpoint_<step>/ directory.
+    # beside the Orbax params, or beside t5x's checkpoint_<step>/ directory. restore_params
+    # verifies the checksums of the Orbax output; t5x reads its own format and ignores both
+    # files (they describe the model for gqa-t5 when the step directory is converted back).
     save(
         output_path,
         params,
