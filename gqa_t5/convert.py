@@ -14,6 +14,7 @@ import argparse
 import datetime
 import functools
 import json
+import logging
 import re
 import sys
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gqa_t5 import errors, gin_utils
 from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params, t5x_writer
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
@@ -264,9 +266,10 @@ def convert_checkpoint(
         raise CheckpointError(f"--method {method!r}; use one of {METHODS}")
     if output_format not in OUTPUT_FORMATS:
         raise CheckpointError(f"--output_format {output_format!r}; use one of {OUTPUT_FORMATS}")
-    output_path = Path(output_path)
+    output_path = Path(output_path).absolute()
     if output_path.exists() and not overwrite:
         raise CheckpointError(f"output {output_path} already exists; pass --overwrite")
+    errors.check_writable_parent(output_path, "--output")
     reader = open_checkpoint(input_path, fmt)
     src = f"{input_path} ({reader.format})"
     found = reader.shapes()
@@ -276,12 +279,13 @@ def convert_checkpoint(
     blocks = blocks_for(group_encoder)
     out_shapes = expected_shapes(after)
     progress = _Progress(len(out_shapes), _count(found) * 4, log)
+    checksums: dict[str, str] = {}
 
     def leaf(name: str) -> orbax_params.LazyArray:
         def load():
             array = reader.read(name)
             progress.read(array.nbytes)
-            return convert_tensor(
+            out = convert_tensor(
                 name,
                 array,
                 head_dim=before.head_dim,
@@ -290,6 +294,8 @@ def convert_checkpoint(
                 blocks=blocks,
                 seed=seed,
             )
+            checksums[name] = orbax_params.checksum(out)
+            return out
 
         return orbax_params.LazyArray(out_shapes[name], np.float32, load)
 
@@ -303,6 +309,7 @@ def convert_checkpoint(
         "config_before": config_record(before),
         "config_after": config_record(after),
         "gin_overrides": [f"NUM_KV_HEADS = {num_kv_heads}", f"GROUP_ENCODER = {group_encoder}"],
+        "model_gin": "model.gin",
         "param_count_before": _count(found),
         "param_count_after": _count(out_shapes),
         "kv_cache_bytes_per_token_before": kv_cache_bytes_per_token(before),
@@ -315,19 +322,32 @@ def convert_checkpoint(
         f"converting {src}: {len(out_shapes)} tensors, {_count(found) / 1e6:.1f}M params, "
         f"K={before.num_kv_heads} -> G={num_kv_heads} ({method}, blocks {','.join(blocks)})"
     )
+    errors.remove_stale_temporaries(output_path, log)
     save = orbax_params.save_params
     if output_format == "t5x":  # checkpoint_<step>/state, t5x.train's INITIAL_CHECKPOINT_PATH
         step = int(reader.hints.get("step", 0))
         record["output_format"], record["t5x_step_dir"] = (
             "t5x",
-            str(output_path.absolute() / t5x_writer.step_dir_name(step)),
+            str(output_path / t5x_writer.step_dir_name(step)),
         )
         save = functools.partial(t5x_writer.save_t5x, step=step)
+
+    def record_text() -> str:  # once every tensor is written, so the checksums are known
+        record["checksums"] = dict(sorted(checksums.items()))
+        return json.dumps(record, indent=2) + "\n"
+
+    # Both formats get conversion.json (with checksums) and model.gin at the output's root:
+    # beside the Orbax params, or beside t5x's checkpoint_<step>/ directory. restore_params
+    # verifies the checksums of the Orbax output; t5x reads its own format and ignores both
+    # files (they describe the model for gqa-t5 when the step directory is converted back).
     save(
         output_path,
         params,
         overwrite=overwrite,
-        extra_files={orbax_params.RECORD_NAME: json.dumps(record, indent=2) + "\n"},
+        extra_files={
+            orbax_params.RECORD_NAME: record_text,
+            "model.gin": gin_utils.model_gin_text(record["config_after"], record["source"]),
+        },
         on_written=progress.written,
     )
     log(progress.summary(output_path))
@@ -414,8 +434,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         choices=("auto", "t5x", "t5x_orbax", "mesh_tf", "huggingface", "gqa_t5"),
     )
+    p.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     args = p.parse_args(argv)
-    try:
+    errors.setup_logging(args.verbose)
+    if not args.verbose:  # Orbax logs each failed write's traceback; the error says it all
+        for name in ("absl", "orbax"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def body() -> None:
         convert_checkpoint(
             args.input,
             args.output,
@@ -427,10 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt=args.format,
             output_format=args.output_format,
         )
-    except (CheckpointError, FileExistsError) as e:
-        print(f"gqa-t5-convert: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return errors.run_cli("gqa-t5-convert", body, list(argv or sys.argv[1:]), args.verbose)
 
 
 def console_main() -> None:

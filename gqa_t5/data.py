@@ -176,18 +176,20 @@ def _task_name(cfg: DatasetConfig) -> str:
     return name if isinstance(name, str) else name.name
 
 
-def check_inputs(cfg: DatasetConfig) -> None:
-    """Grain backend: validate the exports (present, whole, vocabulary, lengths) up front."""
-    if cfg.backend == "grain":
-        from gqa_t5 import grain_data
+def check_inputs(cfg: DatasetConfig) -> list | None:
+    """Grain backend: validate the exports (present, whole, vocabulary, lengths) up front and
+    return them as `grain_data.open_exports` does; None on the seqio backend."""
+    if cfg.backend != "grain":
+        return None
+    from gqa_t5 import grain_data
 
-        lengths = model_feature_lengths(cfg)
-        grain_data.open_exports(
-            grain_data.data_dir(cfg.data_dir),
-            cfg.mixture_or_task_name,
-            cfg.split,
-            {"inputs": lengths["encoder"], "targets": lengths["decoder"]},
-        )
+    if not isinstance(cfg.mixture_or_task_name, str) or not cfg.mixture_or_task_name:
+        raise ValueError("no task given: set --gin.MIXTURE_OR_TASK_NAME=\"'<exported task>'\"")
+    lengths = dict(cfg.task_feature_lengths or {})
+    wanted = {k: int(lengths[k]) for k in ("inputs", "targets") if k in lengths}
+    return grain_data.open_exports(
+        grain_data.data_dir(cfg.data_dir), cfg.mixture_or_task_name, cfg.split, wanted or None
+    )
 
 
 def train_batches(

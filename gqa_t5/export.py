@@ -18,7 +18,6 @@ import datetime
 import importlib
 import importlib.metadata
 import json
-import logging
 import pathlib
 import shutil
 import sys
@@ -27,8 +26,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from gqa_t5 import errors, utils
 from gqa_t5 import grain_format as fmt
-from gqa_t5 import utils
 
 PROVIDERS = ("tasks.realtext", "tasks.kjv")  # TF-free task providers, first match wins
 _POSTCACHE_NAMES = {"span_corruption", "append_eos_after_trim"}
@@ -148,6 +147,10 @@ def write_split(
     if not pathlib.Path(vocab_path).is_file():
         raise FileNotFoundError(f"vocabulary {vocab_path} not found; check the task's vocab path")
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(final.parent.glob(f".{meta['split']}.*")):  # mkdtemp's, below
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+            print_fn(f"  removed {stale}, a temporary left by an earlier killed export")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{meta['split']}.", dir=final.parent))
     try:
         writer = ArrayRecordWriter(str(tmp / fmt.DATA_FILE), "group_size:1")
@@ -258,10 +261,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data_dir", default=None, help="the TF-free provider's data directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--verbose", action="store_true", help="also show known-harmless library warnings"
+    )
     args = p.parse_args(argv)
-    utils.setup_logging()
-    try:
-        lengths = json.loads(args.feature_lengths) if args.feature_lengths else None
+    utils.setup_logging(args.verbose)
+
+    def body() -> int:
+        try:
+            lengths = json.loads(args.feature_lengths) if args.feature_lengths else None
+        except json.JSONDecodeError as e:
+            raise errors.BadInput(
+                f"--feature_lengths={args.feature_lengths!r} is not JSON ({e}); e.g. "
+                '--feature_lengths=\'{"inputs": 512, "targets": 114}\''
+            ) from None
+        errors.check_writable_parent(
+            pathlib.Path(args.out_dir).expanduser().absolute(), "--out_dir"
+        )
         written = export(
             args.task,
             args.split,
@@ -273,13 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
         )
-    except (ValueError, OSError, ImportError, KeyError) as e:
-        logging.debug("export failed", exc_info=True)
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    n = sum(len(v) for v in written.values())
-    print(f"summary: exported {n} split(s) of {args.task} to {args.out_dir}")
-    return 0
+        n = sum(len(v) for v in written.values())
+        print(f"summary: exported {n} split(s) of {args.task} to {args.out_dir}")
+        return 0
+
+    return errors.run_cli(
+        "gqa-t5-export", body, list(sys.argv[1:] if argv is None else argv), args.verbose
+    )
 
 
 def console_main() -> None:

@@ -106,3 +106,57 @@ def model_from_gin(
 
     parse_gin(gin_files, bindings, search_paths)
     return gin.query_parameter("%MODEL").scoped_configurable_fn()
+
+
+# Model macros and T5Config fields written by `model_gin_text`, in base.gin's layout.
+_MODEL_MACROS = {
+    "num_heads": "NUM_HEADS",
+    "num_kv_heads": "NUM_KV_HEADS",
+    "group_encoder": "GROUP_ENCODER",
+    "vocab_size": "VOCAB_SIZE",
+}
+
+
+def model_gin_text(config: dict, source: str = "") -> str:
+    """A self-contained model gin file for a `convert.config_record` dict.
+
+    `--gin_file=<ckpt>/model.gin --gin_file=runs/eval.gin` then builds exactly the
+    converted model; the macros (NUM_KV_HEADS, ...) stay overridable as in base.gin.
+    """
+    lines = [
+        "# The model of a checkpoint written by gqa-t5-convert"
+        + (f" from {source}" if source else "")
+        + ".",
+        "# Use it in place of a size file: --gin_file=<checkpoint>/model.gin "
+        "--gin_file=runs/eval.gin",
+        "from __gin__ import dynamic_registration",
+        "",
+        "from gqa_t5 import models",
+        "from gqa_t5 import network",
+        "",
+    ]
+    for field, macro in _MODEL_MACROS.items():
+        lines.append(f"{macro} = {config[field]!r}")
+    lines += [
+        "DROPOUT_RATE = 0.0",
+        "ACTIVATION_DTYPE = 'bfloat16'  # compute dtype; parameters are float32",
+        "Z_LOSS = 1e-4",
+        "",
+        "MODEL = @models.EncoderDecoderModel()",
+        "models.EncoderDecoderModel:",
+        "  config = @network.T5Config()",
+        "  z_loss = %Z_LOSS",
+        "",
+        "network.T5Config:",
+        "  dtype = %ACTIVATION_DTYPE",
+        "  dropout_rate = %DROPOUT_RATE",
+        "  float32_attention_logits = True",
+    ]
+    for field, value in config.items():
+        if field in _MODEL_MACROS:
+            lines.append(f"  {field} = %{_MODEL_MACROS[field]}")
+        elif isinstance(value, list):
+            lines.append(f"  {field} = {tuple(value)!r}")
+        else:
+            lines.append(f"  {field} = {value!r}")
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from gqa_t5 import grain_data, utils
+from gqa_t5 import errors, grain_data, utils
 from gqa_t5 import grain_format as fmt
 
 
@@ -25,14 +25,12 @@ def _lengths(cfg) -> dict[str, int] | None:
     return {k: int(lengths[k]) for k in ("inputs", "targets")} if lengths else None
 
 
-def _exports(cfg) -> list[grain_data.Export]:
-    root = grain_data.data_dir(cfg.data_dir)
-    return [
-        e
-        for e, _ in grain_data.open_exports(
-            root, cfg.mixture_or_task_name, cfg.split, _lengths(cfg)
-        )
-    ]
+def _exports(model, cfg, checkpoint_path: str, output_dir: str) -> list[grain_data.Export]:
+    """The validated exports, after the checks every entry point makes before writing
+    (exports, VOCAB_SIZE, CHECKPOINT_PATH, a writable output directory)."""
+    from gqa_t5.eval import check_inputs
+
+    return [e for e, _ in check_inputs(model, cfg, checkpoint_path, output_dir)]
 
 
 def _text(ex: dict, key: str, vocab: fmt.Vocabulary) -> str | None:
@@ -58,17 +56,23 @@ def _decode_all(load, predict_features, cfg, export: grain_data.Export, lengths)
 
 def evaluate(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitioner=None):
     """Metrics of every exported task of `dataset_cfg` that has metric functions."""
-    from gqa_t5.eval import load_for_inference, predict_features
-
     if not output_dir:
         raise ValueError("EVAL_OUTPUT_DIR is not set: pass --gin.EVAL_OUTPUT_DIR=\"'/path'\"")
-    exports = [e for e in _exports(dataset_cfg) if e.meta.get("metric_fns")]
+    exports = _exports(model, dataset_cfg, checkpoint_path, output_dir)
+    exports = [e for e in exports if e.meta.get("metric_fns")]
     if not exports:
         raise ValueError(
             f"{dataset_cfg.mixture_or_task_name!r} has no tasks with metrics on split "
             f"{dataset_cfg.split!r} (metadata.json lists no metric_fns)"
         )
     out = pathlib.Path(output_dir).expanduser().absolute()
+    with errors.removed_unless_kept(out):
+        return _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner)
+
+
+def _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner) -> dict[str, Any]:
+    from gqa_t5.eval import load_for_inference, predict_features
+
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, dict[str, float]] = {}
     step = None
@@ -126,7 +130,7 @@ def infer(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitio
         raise ValueError("TASK_FEATURE_LENGTHS is required: decoding runs to the 'targets' length")
     written: dict[str, str] = {}
     step: Any = None
-    for export in _exports(dataset_cfg):
+    for export in _exports(model, dataset_cfg, checkpoint_path, output_dir):
 
         def load(lengths):
             return load_for_inference(

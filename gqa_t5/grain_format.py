@@ -20,14 +20,19 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from gqa_t5 import errors
+
 FORMAT_VERSION = 1
 DATA_FILE, META_FILE, VOCAB_FILE = "data.array_record", "metadata.json", "vocab.model"
 EXTRA_IDS = 100
 _I32 = "__int32__"
 
 
-class ExportError(ValueError):
-    """A Grain export is missing, damaged or does not fit the run; the message says the fix."""
+class ExportError(errors.BadInput):
+    """A Grain export is missing, damaged or does not fit the run; the message says the fix.
+
+    Bad input (exit 2 through `gqa_t5.errors`); still a ValueError for callers that catch it.
+    """
 
 
 def export_dir(data_dir: str | pathlib.Path, task: str, split: str) -> pathlib.Path:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import jax
 
-from gqa_t5 import data
-from gqa_t5.eval import load_for_inference, predict_features
+from gqa_t5 import data, utils
+from gqa_t5.eval import check_inputs, load_for_inference, predict_features
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
 
@@ -72,7 +70,7 @@ def infer(
     if not output_dir:
         raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
     lengths = data.model_feature_lengths(dataset_cfg)
-    root = data.get_task(dataset_cfg)
+    root = check_inputs(model, dataset_cfg, checkpoint_path, output_dir)
     tasks = root.tasks if isinstance(root, seqio.Mixture) else [root]
     tr, params, step = load_for_inference(
         model, checkpoint_path, lengths["encoder"], lengths["decoder"], partitioner
@@ -104,15 +102,7 @@ def infer(
 
 
 def _write_lines_atomic(path: pathlib.Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    utils.write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def console_main() -> None:

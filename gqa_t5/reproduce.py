@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
-from gqa_t5 import gin_utils, results, stages, tables, utils
+from gqa_t5 import errors, gin_checks, gin_utils, results, stages, tables, utils
 
 DEFAULT_GIN = "reproduce/default.gin"
 _POINT = re.compile(r"^(mha|mqa|gqa(\d+))(?:-(mean|first|random)-([0-9.]+))?$")
@@ -419,19 +419,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--gin_search_paths", action="append", default=[])
     parser.add_argument("--output_dir", default="runs/reproduce")
-    args = parser.parse_args(gin_utils.rewrite_gin_args(sys.argv[1:] if argv is None else argv))
+    parser.add_argument("--verbose", action="store_true", help="show known-harmless warnings")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    utils.setup_logging()
+    utils.setup_logging(args.verbose)
     paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
-    try:
-        gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
+
+    def body() -> None:
+        try:
+            gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
+        except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
+            msg = errors.one_line(str(e)) + gin_checks.did_you_mean(str(e))
+            raise errors.BadInput(f"gin: {msg}") from e
+        gin_checks.check_config(args.gin_bindings)
         recipe = gin.get_configurable(Recipe)()
         gin.clear_config()
-        run_recipe(recipe, args.output_dir)
-    except (stages.StageError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        try:
+            run_recipe(recipe, args.output_dir)
+        except stages.StageError as e:
+            raise errors.RunFailure(str(e)) from e
+
+    return errors.run_cli("gqa-t5-reproduce", body, argv, args.verbose)
 
 
 def console_main() -> None:

@@ -230,7 +230,7 @@ def test_bad_exports_fail_with_one_line_naming_file_and_fix(exports, tmp_path, c
         model_dir = tmp_path / "model"
         rc = train.run_main(train.train, flags + [f"--gin.MODEL_DIR='{model_dir}'", *extra], "t")
         err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 1 and len(err) == 1 and not model_dir.exists(), err
+        assert rc == 2 and len(err) == 1 and not model_dir.exists(), err
         return err[0]
 
     lengths = "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 48}"
@@ -245,3 +245,46 @@ def test_bad_exports_fail_with_one_line_naming_file_and_fix(exports, tmp_path, c
     shutil.rmtree(d)
     msg = run(lengths)
     assert "no Grain export" in msg and "gqa-t5-export --task=kjv_summarize" in msg
+
+
+def test_export_bad_input_exits_2_in_one_line_leaving_nothing(tmp_path, capsys):
+    """gqa-t5-export reports through gqa_t5.errors: exit 2, one line naming the fix."""
+    out = tmp_path / "out"
+    base = [f"--task={SUMMARIZE}", "--split=validation"]
+    rc = export.main(base + [f"--out_dir={out}", "--feature_lengths={'inputs': 1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and not out.exists(), err
+    assert err[0].startswith("gqa-t5-export: error: --feature_lengths=") and "not JSON" in err[0]
+    (tmp_path / "a_file").write_text("")
+    rc = export.main(base + [f"--out_dir={tmp_path / 'a_file' / 'sub'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is a file, not a directory" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_grain_eval_checks_before_writing(exports, tmp_path, capsys):
+    """Grain eval validates VOCAB_SIZE and CHECKPOINT_PATH before EVAL_OUTPUT_DIR exists."""
+    from gqa_t5 import eval as eval_lib
+    from gqa_t5 import train
+
+    out = tmp_path / "eval"
+    flags = [
+        "--gin_file=models/t5_1_1/tiny.gin",
+        "--gin_file=runs/eval.gin",
+        f"--gin.MIXTURE_OR_TASK_NAME='{SUMMARIZE}'",
+        "--gin.DATA_BACKEND='grain'",
+        f"--gin.GRAIN_DATA_DIR='{exports}'",
+        f"--gin.CHECKPOINT_PATH='{tmp_path / 'missing'}'",
+        f"--gin.EVAL_OUTPUT_DIR='{out}'",
+    ]
+
+    def run(*extra):
+        rc = train.run_main(eval_lib.evaluate, flags + list(extra), "e")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and not out.exists(), err
+        return err[0]
+
+    msg = run("--gin.VOCAB_SIZE=1024")  # the export's vocabulary has 1,000 pieces + 100 ids
+    assert "VOCAB_SIZE=1024" in msg and "1100 ids" in msg and "--gin.VOCAB_SIZE=1152" in msg
+    msg = run("--gin.VOCAB_SIZE=1152")
+    assert "CHECKPOINT_PATH" in msg and str(tmp_path / "missing") in msg

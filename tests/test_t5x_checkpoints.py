@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import zlib
 
 import numpy as np
 import pytest
@@ -116,5 +117,15 @@ def test_convert_to_t5x_layout_groups_kv_and_keeps_the_step(tmp_path):
         ref["encoder/layers_0/attention/key/kernel"],
     )
     assert int(state["state/step"]) == 1000
+    # conversion.json's checksums (independent: zlib over the restored float32 bytes) and a
+    # model.gin that names the converted sizes, beside checkpoint_1000/.
+    record = json.loads((out / "conversion.json").read_text())
+    targets = {k[len("target/") :]: v for k, v in state.items() if k.startswith("target/")}
+    assert set(record["checksums"]) == set(targets)
+    for name, array in targets.items():
+        crc = zlib.crc32(np.ascontiguousarray(array, np.float32).tobytes())
+        assert record["checksums"][name] == f"crc32:{crc:08x}", name
+    gin_text = (out / "model.gin").read_text()
+    assert "NUM_KV_HEADS = 2" in gin_text and record["model_gin"] == "model.gin"
     with pytest.raises(CheckpointError, match="output_format"):
         convert.convert_checkpoint(ORBAX, tmp_path / "x", num_kv_heads=2, output_format="zip")

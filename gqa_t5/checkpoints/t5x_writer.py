@@ -100,7 +100,7 @@ def save_t5x(
     *,
     step: int = 0,
     overwrite: bool = False,
-    extra_files: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, str | Callable[[], str]] | None = None,
     on_written: Callable[[str, np.ndarray], None] | None = None,
     min_dim_size_to_factor: int = MIN_DIM_SIZE_TO_FACTOR,
 ) -> Path:
@@ -108,7 +108,8 @@ def save_t5x(
 
     Args:
       params: nested dict of float32 arrays or `LazyArray`s (gqa-t5 = t5x names).
-      extra_files: file name -> text, written in `path` (beside the step directory).
+      extra_files: file name -> text (or a function giving it, called once every tensor is
+        written), written in `path` (beside the step directory).
       on_written: called with (leaf name, array) after each lazy leaf is written.
     """
     path = Path(path).absolute()
@@ -130,7 +131,7 @@ def save_t5x(
             m.save(int(step), args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree)))
             m.wait_until_finished()
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(text() if callable(text) else text)
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)
