@@ -104,6 +104,15 @@ def _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner) ->
         )
         if jax.process_index() == 0:
             utils.append_jsonl(out / f"{export.name}-metrics.jsonl", {"step": step, **task_metrics})
+            # seqio's inference log: what the metrics scored, one line per example.
+            lines = [
+                {"index": i, "target": t, "prediction": p}
+                for i, (t, p) in enumerate(zip(targets, preds, strict=True))
+            ]
+            utils.write_text_atomic(
+                out / f"{export.name}-{step or 0:06}.jsonl",
+                "".join(json.dumps(line) + "\n" for line in lines),
+            )
     result = {
         "checkpoint": str(checkpoint_path),
         "step": step,

@@ -33,8 +33,7 @@ def heldout_loss(
         raise ValueError(f"heldout_examples={max_examples} must be >= 1")
     cfg = dataclasses.replace(dataset_cfg, pack=False, shuffle=False)
     lengths = data.model_feature_lengths(cfg)
-    ds = data.get_dataset(cfg, num_epochs=1, drop_remainder=False).unbatch().take(max_examples)
-    examples = [{k: np.asarray(ex[k]) for k in _KEYS} for ex in ds.as_numpy_iterator()]
+    examples = _examples(cfg, lengths, max_examples)
     if not examples:
         raise ValueError(f"split {cfg.split!r} of {cfg.mixture_or_task_name!r} has no examples")
     tr, params, _ = eval_lib.load_for_inference(
@@ -67,3 +66,23 @@ def heldout_loss(
         "nll": nll,
         "targets": tokens,
     }
+
+
+def _examples(cfg: data.DatasetConfig, lengths: dict[str, int], max_examples: int) -> list[dict]:
+    """The first `max_examples` unpacked examples of the split, on either data backend."""
+    if cfg.backend == "grain":
+        from gqa_t5 import grain_data, grain_ops
+
+        task_lengths = {"inputs": lengths["encoder"], "targets": lengths["decoder"]}
+        exports = grain_data.open_exports(
+            grain_data.data_dir(cfg.data_dir), cfg.mixture_or_task_name, cfg.split, task_lengths
+        )
+        out = []
+        for export, _ in exports:
+            for ex in grain_data.eval_examples(export, task_lengths, seed=cfg.seed or 0):
+                out.append(grain_ops.unpacked_features(ex, task_lengths))
+                if len(out) == max_examples:
+                    return [{k: f[k] for k in _KEYS} for f in out]
+        return [{k: f[k] for k in _KEYS} for f in out]
+    ds = data.get_dataset(cfg, num_epochs=1, drop_remainder=False).unbatch().take(max_examples)
+    return [{k: np.asarray(ex[k]) for k in _KEYS} for ex in ds.as_numpy_iterator()]

@@ -218,6 +218,8 @@ class Pipeline:
                 batch_size=self.r.heldout_batch_size,
                 seed=0,
                 module=_task_module(self.r.model_bindings),
+                backend=self.r.data_backend,
+                data_dir=self.r.grain_data_dir,
             )
             r = heldout.heldout_loss(model, checkpoint, cfg, self.r.heldout_examples)
             per_example = {"nll": r.pop("nll"), "targets": r.pop("targets")}
