@@ -288,10 +288,15 @@ class Pipeline:
         kv = _kv_name(num_kv_heads, self.r.num_heads)
         return self.runner.run(f"time/{kv}", fn)
 
-    def run(self) -> list[dict]:
-        """All stages for every grid point; returns each point's raw results (`results`)."""
+    def run(self, on_first_pass=None) -> list[dict]:
+        """All stages for every grid point; returns each point's raw results (`results`).
+
+        Two passes: every point with fine-tuning seed 0 (and its timing), then the extra
+        seeds, so that a run cut short still has the whole grid once; `on_first_pass` gets
+        the first pass's results (run_recipe writes the tables from them).
+        """
         source = self.pretrain()
-        points, tasks_ = [], self.r.finetune_tasks
+        points, starts = [], []
         for i, p in enumerate(self.points, 1):
             self.print(f"== grid point {i}/{len(self.points)}: {self.r.size} {p.spec}")
             converted = self.convert(source, p)
@@ -303,20 +308,29 @@ class Pipeline:
                 if start == converted
                 else self.heldout(start, p.num_kv_heads, p.spec)
             )
-            evals = [
-                [self.evaluate(self.finetune(start, p, t, s), p, t, s) for t in tasks_]
-                for s in self.seeds(p)
-            ]
+            starts.append(start)
             points.append(
                 {
                     "point": p,
-                    "evals": evals,
+                    "evals": [self._evals(start, p, 0)],
                     "loss_converted": loss_converted,
                     "loss_start": loss_start,
                     "timing": self.time_decode(p.num_kv_heads),
                 }
             )
+        if on_first_pass is not None and any(len(self.seeds(p)) > 1 for p in self.points):
+            on_first_pass(points)
+        for i, (p, start, point) in enumerate(zip(self.points, starts, points, strict=True), 1):
+            if len(self.seeds(p)) > 1:
+                self.print(f"== seeds of grid point {i}/{len(self.points)}: {p.spec}")
+            point["evals"] += [self._evals(start, p, s) for s in self.seeds(p)[1:]]
         return points
+
+    def _evals(self, start: str, p: Point, seed: int) -> list:
+        return [
+            self.evaluate(self.finetune(start, p, t, seed), p, t, seed)
+            for t in self.r.finetune_tasks
+        ]
 
 
 def _kv_name(num_kv_heads: int, num_heads: int) -> str:
@@ -384,14 +398,18 @@ def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pipeline = Pipeline(recipe, out, print_fn)
+
+    def write(points: list[dict]) -> dict:
+        rows, found = results.summarise(points, recipe)
+        return tables.write_outputs(out, rows, recipe, found)
+
     with _compilation_cache(out / ".jax_cache"):
-        points = pipeline.run()
-    rows, found = results.summarise(points, recipe)
-    table = tables.write_outputs(out, rows, recipe, found)
+        points = pipeline.run(on_first_pass=write)
+    table = write(points)
     print_fn(table["markdown"])
     print_fn(table["findings_text"])
     print_fn(
-        f"summary: {len(rows)} rows, {len(pipeline.runner.ran)} stages run, "
+        f"summary: {len(points)} rows, {len(pipeline.runner.ran)} stages run, "
         f"{pipeline.runner.count - len(pipeline.runner.ran)} skipped, "
         f"{time.perf_counter() - t0:.0f}s; outputs in {out}"
     )
