@@ -5,7 +5,10 @@ vocabulary and data directories; nothing is read until a dataset is requested.
 Call `tasks.register_tasks(...)` to point them at another vocabulary or data directory.
 """
 
-from tasks import builtin  # noqa: F401  (registers the bundled-corpus tasks)
+from tasks import (
+    builtin,  # noqa: F401  (registers the bundled-corpus tasks)
+    realtext,
+)
 from tasks.registry import (
     ALL_TASKS,
     ARXIV,
@@ -55,3 +58,5 @@ __all__ = [
 ]
 
 register_tasks()
+# The real-text tasks (scripts/build_offline_corpus.py); reading fails clearly if unbuilt.
+realtext.register_seqio_tasks()
