@@ -150,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = pathlib.Path(args.output_dir)
     cache = pathlib.Path(args.cache_dir) if args.cache_dir else out / "cache"
+    if args.pack and (out / "manifest.json").exists():
+        # A finished build: only compress (no fetching, nothing rebuilt).
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["bundle"] = report.pack(out, pathlib.Path(args.pack))
+        report.write_manifest(out, manifest)
+        print(f"packed in {time.time() - t0:.0f} s: {args.pack}", flush=True)
+        return 0
     try:
         records, lists = fetch_all(cache)
     except RuntimeError as e:

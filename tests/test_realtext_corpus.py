@@ -187,3 +187,11 @@ def test_gin_vocab_size(pieces, expected):
     from scripts.realtext import report
 
     assert report.vocab_size_for_gin(pieces) == expected
+
+
+def test_fortunes_split_on_percent_lines():
+    text = "Whenever you find yourself on the side\nof the majority, pause.\n\t\t-- Mark Twain\n%\nSecond one.\n%\n"
+    assert formats.fortunes(text) == [
+        "Whenever you find yourself on the side of the majority, pause. -- Mark Twain",
+        "Second one.",
+    ]

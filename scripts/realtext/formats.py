@@ -316,6 +316,11 @@ def description_pairs(translation_text: str, sources: dict[str, str]) -> Iterato
         }
 
 
+def fortunes(text: str) -> list[str]:
+    """The entries of a fortune file (separated by `%` lines), each joined into one line."""
+    return [squash(e) for e in re.split(r"^%\s*$", text, flags=re.MULTILINE) if e.strip()]
+
+
 # ---------------------------------------------------------------- npm
 
 
