@@ -105,7 +105,9 @@ def _write_task(folder: pathlib.Path, make) -> dict:
     return stats
 
 
-def build_pretrain(out: pathlib.Path, trees: dict[str, pathlib.Path], max_chars: int) -> dict:
+def build_pretrain(
+    out: pathlib.Path, cache: pathlib.Path, trees: dict[str, pathlib.Path], max_chars: int
+) -> dict:
     """Writes pretrain/{train,validation}.jsonl; returns the cleaning counts."""
     print("[3/5] pre-training corpus", flush=True)
     folder = out / "pretrain"
@@ -120,7 +122,10 @@ def build_pretrain(out: pathlib.Path, trees: dict[str, pathlib.Path], max_chars:
                 for key, value in row.items():
                     if key not in ("id", "package", "answers"):
                         held_out.add(value)
-    readers = [(p, reader(trees[p])) for p, _, reader in build.PRETRAIN_SOURCES]
+    readers = [
+        (p, build.cached(cache / "docs" / f"{p.replace('/', '_')}.jsonl", reader(trees[p])))
+        for p, _, reader in build.PRETRAIN_SOURCES
+    ]
     splits, stats = build.pretrain_documents(readers, held_out)
     if max_chars:
         splits["train"], stats["capped_documents"] = report.cap_documents(
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     trees = {r["package"]: r.pop("tree") for r in records}
     task_stats = build_tasks(out, trees, lists)
-    pretrain_stats = build_pretrain(out, trees, args.max_pretrain_chars)
+    pretrain_stats = build_pretrain(out, cache, trees, args.max_pretrain_chars)
     print("[4/5] SentencePiece", flush=True)
     report.train_spm(out, args.vocab_size, args.spm_sentences)
     print("[5/5] manifest", flush=True)

@@ -195,3 +195,11 @@ def test_fortunes_split_on_percent_lines():
         "Whenever you find yourself on the side of the majority, pause. -- Mark Twain",
         "Second one.",
     ]
+
+
+def test_cached_reader_replays_what_it_read(tmp_path):
+    docs = [("a", ["one paragraph"]), ("b", ["two", "paragraphs"])]
+    path = tmp_path / "docs" / "src.jsonl"
+    assert list(build.cached(path, iter(docs))) == docs
+    assert path.exists()
+    assert list(build.cached(path, iter([]))) == docs  # the second run reads the cache

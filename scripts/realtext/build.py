@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import pathlib
 import re
 import time
@@ -147,6 +149,24 @@ PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("developers-reference", "deb", html_docs),
     ("fortunes", "deb", fortune_docs),
 )
+
+
+def cached(path: pathlib.Path, reader: Iterator[tuple[str, list[str]]]):
+    """Reads a source's documents from `path` if an earlier run wrote it, else from
+    `reader`, writing them there (renamed into place once complete) for the next run."""
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                doc_id, paragraphs = json.loads(line)
+                yield doc_id, paragraphs
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for doc_id, paragraphs in reader:
+            f.write(json.dumps([doc_id, paragraphs], ensure_ascii=False) + "\n")
+            yield doc_id, paragraphs
+    os.replace(tmp, path)
 
 
 def pretrain_documents(
