@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import sys
@@ -106,7 +107,11 @@ def _write_task(folder: pathlib.Path, make) -> dict:
 
 
 def build_pretrain(
-    out: pathlib.Path, cache: pathlib.Path, trees: dict[str, pathlib.Path], max_chars: int
+    out: pathlib.Path,
+    cache: pathlib.Path,
+    trees: dict[str, pathlib.Path],
+    max_chars: int,
+    workers: int = 3,
 ) -> dict:
     """Writes pretrain/{train,validation}.jsonl; returns the cleaning counts."""
     print("[3/5] pre-training corpus", flush=True)
@@ -122,9 +127,16 @@ def build_pretrain(
                 for key, value in row.items():
                     if key not in ("id", "package", "answers"):
                         held_out.add(value)
+    paths = {
+        p: cache / "docs" / f"{p.replace('/', '_')}.jsonl" for p, _, _ in build.PRETRAIN_SOURCES
+    }
+    jobs = [(p, trees[p], path) for p, path in paths.items() if not path.exists()]
+    if jobs:  # sources are parsed in parallel, each into its cache file
+        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            for line in pool.imap_unordered(build.fill_cache, jobs):
+                print(f"  read {line}", flush=True)
     readers = [
-        (p, build.cached(cache / "docs" / f"{p.replace('/', '_')}.jsonl", reader(trees[p])))
-        for p, _, reader in build.PRETRAIN_SOURCES
+        (p, build.cached(paths[p], reader(trees[p]))) for p, _, reader in build.PRETRAIN_SOURCES
     ]
     splits, stats = build.pretrain_documents(readers, held_out)
     if max_chars:
@@ -150,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max_pretrain_chars", type=int, default=0, help="cap on pre-training train text"
     )
+    parser.add_argument("--workers", type=int, default=3, help="processes parsing sources")
     parser.add_argument("--pack", default=None, help="also write the xz bundle into this folder")
     args = parser.parse_args(argv)
     t0 = time.time()
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     trees = {r["package"]: r.pop("tree") for r in records}
     task_stats = build_tasks(out, trees, lists)
-    pretrain_stats = build_pretrain(out, cache, trees, args.max_pretrain_chars)
+    pretrain_stats = build_pretrain(out, cache, trees, args.max_pretrain_chars, args.workers)
     print("[4/5] SentencePiece", flush=True)
     report.train_spm(out, args.vocab_size, args.spm_sentences)
     print("[5/5] manifest", flush=True)

@@ -65,7 +65,12 @@ def html_docs(
     """Pages matching `pattern` below each folder in `under` (default the whole tree)."""
     for folder in under:
         for path in sorted((tree / folder).rglob(pattern)):
-            if "_sources" in path.parts or "genindex" in path.name or "search" in path.name:
+            if (
+                not path.is_file()
+                or "_sources" in path.parts
+                or "genindex" in path.name
+                or "search" in path.name
+            ):
                 continue
             rel = str(path.relative_to(tree))
             yield from chunk(rel, formats.html_paragraphs(_read(path)))
@@ -167,6 +172,15 @@ def cached(path: pathlib.Path, reader: Iterator[tuple[str, list[str]]]):
             f.write(json.dumps([doc_id, paragraphs], ensure_ascii=False) + "\n")
             yield doc_id, paragraphs
     os.replace(tmp, path)
+
+
+def fill_cache(job: tuple[str, pathlib.Path, pathlib.Path]) -> str:
+    """Reads one pre-training source into its cache file (a worker of a process pool)."""
+    package, tree, path = job
+    t0 = time.time()
+    reader = next(r for p, _, r in PRETRAIN_SOURCES if p == package)
+    n = sum(1 for _ in cached(path, reader(tree)))
+    return f"{package}: {n} documents in {time.time() - t0:.0f} s"
 
 
 def pretrain_documents(
