@@ -149,10 +149,15 @@ PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("cmake-doc", "deb", html_docs),
     ("nodejs-doc", "deb", html_docs),
     ("sphinx-doc", "deb", html_docs),
-    ("apache2-doc", "deb", _html("*.html.en")),
+    ("apache2-doc", "deb", _html("*.html", "usr/share/doc/apache2-doc/manual/en")),
     ("debian-policy", "deb", html_docs),
     ("developers-reference", "deb", html_docs),
     ("fortunes", "deb", fortune_docs),
+    ("python-scipy-doc", "deb", html_docs),
+    ("python-pandas-doc", "deb", html_docs),
+    ("python-sympy-doc", "deb", html_docs),
+    ("racket-doc", "deb", html_docs),
+    ("python-statsmodels-doc", "deb", html_docs),
 )
 
 
