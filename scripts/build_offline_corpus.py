@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["bundle"] = report.pack(out, pathlib.Path(args.pack))
         report.write_manifest(out, manifest)
+        shutil.copyfile(out / "manifest.json", pathlib.Path(args.pack) / "manifest.json")
         print(f"packed in {time.time() - t0:.0f} s: {args.pack}", flush=True)
         return 0
     try:
@@ -187,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     report.train_spm(out, args.vocab_size, args.spm_sentences)
     print("[5/5] manifest", flush=True)
     manifest = report.manifest(out, records, lists, task_stats, pretrain_stats)
-    if args.pack:
-        manifest["bundle"] = report.pack(out, pathlib.Path(args.pack))
     manifest["build_seconds"] = round(time.time() - t0, 1)
     report.write_manifest(out, manifest)
+    if args.pack:
+        manifest["bundle"] = report.pack(out, pathlib.Path(args.pack))
+        report.write_manifest(out, manifest)
+        shutil.copyfile(out / "manifest.json", pathlib.Path(args.pack) / "manifest.json")
     print(f"done in {time.time() - t0:.0f} s: {out / 'manifest.json'}", flush=True)
     return 0
 

@@ -167,7 +167,9 @@ def test_pretrain_cleaning_removes_boilerplate_duplicates_and_heldout_overlap():
         for i in range(3)
     ]
     docs.append(("doc", "d3", [body, "Intro: " + LONG[:120] + " and more words after it."]))
-    out, stats = build.pretrain_documents([("doc", iter([d[1:] for d in docs]))], held_out)
+    out, stats = build.pretrain_documents(
+        [("doc", iter([d[1:] for d in docs]))], held_out, boilerplate_docs=3
+    )
     texts = [d["text"] for split in out.values() for d in split]
     assert all(boiler not in t for t in texts)
     assert sum(t.count("scheduler chooses") for t in texts) == 4  # one copy of the paragraph

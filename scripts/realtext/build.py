@@ -191,7 +191,7 @@ def fill_cache(job: tuple[str, pathlib.Path, pathlib.Path]) -> str:
 def pretrain_documents(
     sources: list[tuple[str, Iterator[tuple[str, list[str]]]]],
     held_out: dedup.OverlapIndex,
-    boilerplate_docs: int = 3,
+    boilerplate_docs: int = 10,
 ) -> tuple[dict[str, list[dict]], dict]:
     """Cleaned, deduplicated documents split train/validation; and what was removed.
 
