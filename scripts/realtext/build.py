@@ -158,6 +158,8 @@ PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("python-sympy-doc", "deb", html_docs),
     ("racket-doc", "deb", html_docs),
     ("python-statsmodels-doc", "deb", html_docs),
+    ("sagemath-doc", "deb", _html("*.html", "usr/share/doc/sagemath/html/en")),
+    ("ghc-doc", "deb", _html("*.html", "usr/share/doc/ghc-doc/html/users_guide")),
 )
 
 
