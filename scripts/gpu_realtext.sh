@@ -30,20 +30,15 @@ setup() {
   python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 }
 
-export_all() {  # the four tasks, TF-free, in parallel (the pre-training corpus is the longest)
+export_all() {  # pre-training corpus and the fine-tuning mixture (with its tasks), in parallel
   local t pids=()
-  for t in realtext_span_corruption realtext_translate_ende realtext_summarize realtext_qa; do
-    if [[ -f $GRAIN/$t/validation/metadata.json && -f $GRAIN/$t/train/metadata.json ]]; then
-      continue
-    fi
+  for t in realtext_span_corruption realtext_mixture; do
+    [[ -f $GRAIN/$t/validation/metadata.json ]] && continue
     python3 -m gqa_t5.export --task=$t --split=train --split=validation --out_dir=$GRAIN \
       --source=provider --overwrite > "runs/export_$t.log" 2>&1 &
     pids+=($!)
   done
-  for p in "${pids[@]}"; do wait "$p" || { tail -3 runs/export_*.log; exit 1; }; done
-  python3 -m gqa_t5.export --task=realtext_mixture --split=train --split=validation \
-    --out_dir=$GRAIN --source=provider --overwrite > runs/export_mixture.log 2>&1 \
-    || { tail -3 runs/export_mixture.log; exit 1; }
+  for p in "${pids[@]}"; do wait "$p" || { tail -n 3 runs/export_*.log; exit 1; }; done
   tail -qn1 runs/export_*.log
 }
 
