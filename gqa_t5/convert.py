@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from gqa_t5 import conversion
 from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
 
 METHODS = ("mean", "first", "random")
+# Methods that see a whole attention block (query and output kernels too): `conversion`.
+LAYER_METHODS = ("weighted", "aligned", "aligned_weighted")
+GROUPINGS = conversion.GROUPINGS
 # Block name -> (stack, attention module) in the params tree.
 BLOCKS = {
     "decoder_self": ("decoder", "self_attention"),
@@ -255,10 +259,19 @@ def convert_checkpoint(
     overwrite: bool = False,
     fmt: str = "auto",
     log: Callable[[str], None] = print,
+    grouping: str = "contiguous",
 ) -> dict:
-    """Read, convert tensor by tensor, write Orbax + conversion.json; return the record."""
-    if method not in METHODS:
-        raise CheckpointError(f"--method {method!r}; use one of {METHODS}")
+    """Read, convert tensor by tensor, write Orbax + conversion.json; return the record.
+
+    Methods in LAYER_METHODS and `grouping="similarity"` hold the source in memory: they
+    transform query, key, value and output kernels of a block together (`conversion`).
+    """
+    if method not in METHODS + LAYER_METHODS:
+        raise CheckpointError(f"--method {method!r}; use one of {METHODS + LAYER_METHODS}")
+    if grouping not in GROUPINGS:
+        raise CheckpointError(f"--grouping {grouping!r}; use one of {GROUPINGS}")
+    if grouping != "contiguous" and method == "random":
+        raise CheckpointError("--method random ignores the heads; use --grouping contiguous")
     output_path = Path(output_path)
     if output_path.exists() and not overwrite:
         raise CheckpointError(f"output {output_path} already exists; pass --overwrite")
@@ -271,9 +284,26 @@ def convert_checkpoint(
     blocks = blocks_for(group_encoder)
     out_shapes = expected_shapes(after)
     progress = _Progress(len(out_shapes), _count(found) * 4, log)
+    whole, report = None, None
+    if method in LAYER_METHODS or grouping != "contiguous":
+        log(f"reading {src} into memory for --method {method} --grouping {grouping}")
+        try:
+            whole, report = conversion.convert_flat(
+                {n: reader.read(n) for n in found},
+                head_dim=before.head_dim,
+                num_kv_heads=num_kv_heads,
+                method=method,
+                grouping=grouping,
+                blocks=blocks,
+            )
+        except conversion.ConversionError as e:
+            raise CheckpointError(f"{src}: {e}") from e
 
     def leaf(name: str) -> orbax_params.LazyArray:
         def load():
+            if whole is not None:
+                progress.read(whole[name].nbytes)
+                return whole[name]
             array = reader.read(name)
             progress.read(array.nbytes)
             return convert_tensor(
@@ -295,6 +325,7 @@ def convert_checkpoint(
         "num_kv_heads": num_kv_heads,
         "blocks": list(blocks),
         "seed": seed if method == "random" else None,
+        "grouping": grouping,
         "config_before": config_record(before),
         "config_after": config_record(after),
         "gin_overrides": [f"NUM_KV_HEADS = {num_kv_heads}", f"GROUP_ENCODER = {group_encoder}"],
@@ -303,6 +334,7 @@ def convert_checkpoint(
         "kv_cache_bytes_per_token_before": kv_cache_bytes_per_token(before),
         "kv_cache_bytes_per_token_after": kv_cache_bytes_per_token(after),
         "kv_cache_dtype": "bfloat16",
+        "block_errors": report,  # per block: groups, relative key/value pooling error
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     params = orbax_params.unflatten({n: leaf(n) for n in out_shapes})
@@ -379,7 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="checkpoint directory or file")
     p.add_argument("--output", required=True, help="new Orbax checkpoint directory")
     p.add_argument("--num_kv_heads", type=int, required=True, help="G, key/value heads")
-    p.add_argument("--method", choices=METHODS, default="mean")
+    p.add_argument("--method", choices=METHODS + LAYER_METHODS, default="mean")
+    p.add_argument(
+        "--grouping",
+        choices=GROUPINGS,
+        default="contiguous",
+        help="which heads share a K/V head: the paper's contiguous groups, or by similarity",
+    )
     p.add_argument("--seed", type=int, default=0, help="for --method random")
     p.add_argument(
         "--group_encoder",
@@ -403,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             fmt=args.format,
+            grouping=args.grouping,
         )
     except (CheckpointError, FileExistsError) as e:
         print(f"gqa-t5-convert: error: {e}", file=sys.stderr)

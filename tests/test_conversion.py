@@ -235,3 +235,47 @@ def test_bad_input():
         conversion.convert_flat(flat, head_dim=H, num_kv_heads=3)
     with pytest.raises(conversion.ConversionError, match="unknown method"):
         conversion.convert_flat(flat, head_dim=H, num_kv_heads=2, method="svd")
+
+
+def test_cli_weighted_similarity(tmp_path):
+    import json
+
+    from test_checkpoints import write_hf
+
+    from gqa_t5 import convert
+
+    flat = _paired_heads(seed=7)
+    src = write_hf(tmp_path / "src", flat)
+    out = tmp_path / "out"
+    argv = ["--input", str(src), "--output", str(out), "--num_kv_heads", "2"]
+    assert convert.main([*argv, "--method", "weighted", "--grouping", "similarity"]) == 0
+    got = orbax_params.flatten(orbax_params.restore_params(out))
+    ref, rep = conversion.convert_flat(
+        flat, head_dim=H, num_kv_heads=2, method="weighted", grouping="similarity"
+    )
+    for n in ref:
+        np.testing.assert_allclose(got[n], ref[n], rtol=1e-6, atol=1e-7, err_msg=n)
+    record = json.loads((out / "conversion.json").read_text())
+    assert record["method"] == "weighted" and record["grouping"] == "similarity"
+    assert record["block_errors"][SELF[0]]["groups"] == [[0, 2], [1, 3]]
+    _close(_logits(got, g=2), _logits(flat))
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--num_kv_heads", "3", "--method", "aligned"], "--num_kv_heads=3 must divide"),
+        (["--num_kv_heads", "2", "--method", "random", "--grouping", "similarity"], "random"),
+    ],
+)
+def test_cli_bad_input_writes_nothing(tmp_path, capsys, extra, match):
+    from test_checkpoints import write_hf
+
+    from gqa_t5 import convert
+
+    src = write_hf(tmp_path / "src", tiny_params())
+    out = tmp_path / "out"
+    assert convert.main(["--input", str(src), "--output", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
