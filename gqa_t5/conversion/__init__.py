@@ -129,11 +129,23 @@ def _layers(flat: Mapping[str, Any], stack: str, module: str) -> list[str]:
     return sorted((p + module for p in prefixes), key=lambda p: int(p.split("_")[1].split("/")[0]))
 
 
+def layer_kv_heads(num_kv_heads: Any, layer: int, block: str) -> int:
+    """G of one block: `num_kv_heads` is an int or T5Config's per-decoder-layer form."""
+    if isinstance(num_kv_heads, int | np.integer):
+        return int(num_kv_heads)
+    if block == "encoder":
+        raise ConversionError("grouping the encoder needs one int num_kv_heads, not per layer")
+    entry = num_kv_heads[layer]
+    if isinstance(entry, int | np.integer):
+        return int(entry)
+    return int(entry[0 if block == "decoder_self" else 1])
+
+
 def convert_flat(
     flat: Mapping[str, np.ndarray],
     *,
     head_dim: int,
-    num_kv_heads: int,
+    num_kv_heads: Any,
     method: str = "weighted",
     grouping: str = "contiguous",
     blocks: Sequence[str] = ("decoder_self", "cross"),
@@ -142,6 +154,7 @@ def convert_flat(
     """Convert a flat params dict ('decoder/layers_0/self_attention/key/kernel' -> array).
 
     Returns (new flat params, report with each block's groups and relative errors).
+    `num_kv_heads` is one G or one entry per decoder layer (an int, or a (self, cross) pair).
     `sigmas` maps a block path ('decoder/layers_0/self_attention') to the covariance [D, D]
     of its query inputs; missing blocks use the identity (data-free).
     """
@@ -164,16 +177,22 @@ def _convert_block(flat, out, report, block, head_dim, num_kv_heads, method, gro
     }
     sig = {p: (sigmas or {}).get(p) for p in paths}
     K = heads[paths[0]].num_kv_heads
+    G = {p: layer_kv_heads(num_kv_heads, int(p.split("/")[1][7:]), block) for p in paths}
     for p in paths:
-        _check(heads[p].num_kv_heads, num_kv_heads, method, grouping)
+        _check(heads[p].num_kv_heads, G[p], method, grouping)
 
     def cost(group: tuple[int, ...], layers: Sequence[str]) -> float:
         return sum(relative_error(heads[p], group, method, sig[p]) for p in layers)
 
-    groups = {p: grouping_lib.contiguous(K, num_kv_heads) for p in paths}
+    groups = {p: grouping_lib.contiguous(heads[p].num_kv_heads, G[p]) for p in paths}
     if grouping == "similarity" and block != "cross":
         # Self-attention shares the stack's bias table: one permutation for all layers.
-        shared = grouping_lib.best_partition(K, num_kv_heads, lambda g: cost(g, paths))
+        if len(set(G.values())) > 1 or len({h.num_kv_heads for h in heads.values()}) > 1:
+            raise ConversionError(
+                "--grouping similarity permutes self-attention heads once per stack (shared "
+                "relative position bias), so it needs one G for every self-attention layer"
+            )
+        shared = grouping_lib.best_partition(K, G[paths[0]], lambda g: cost(g, paths))
         groups = dict.fromkeys(paths, shared)
         bias = f"{stack}/relpos_bias/rel_embedding"
         perm = np.concatenate(shared)
@@ -181,7 +200,8 @@ def _convert_block(flat, out, report, block, head_dim, num_kv_heads, method, gro
         report[f"{stack}/relpos_bias"] = {"permutation": perm.tolist()}
     elif grouping == "similarity":
         for p in paths:
-            groups[p] = grouping_lib.best_partition(K, num_kv_heads, lambda g, p=p: cost(g, [p]))
+            K_p = heads[p].num_kv_heads
+            groups[p] = grouping_lib.best_partition(K_p, G[p], lambda g, p=p: cost(g, [p]))
     for p in paths:
         pooled, report[p] = pool_heads(heads[p], groups[p], method, sig[p])
         for n, a in pooled.kernels().items():
