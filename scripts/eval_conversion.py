@@ -20,9 +20,9 @@ import pathlib
 import sys
 import time
 
-import gin
 import numpy as np
 
+import gin
 from gqa_t5 import convert, gin_utils, reproduce, utils
 
 VARIANTS = (
@@ -34,7 +34,11 @@ VARIANTS = (
     "aligned_weighted",
     "mean+similarity",
     "weighted+similarity",
+    "weighted+cal",
+    "aligned_weighted+cal",
 )
+CALIBRATION = ("kjv_span_corruption", 256)
+LENGTHS = {"inputs": 128, "targets": 32}
 
 
 def heldout_loss(pipe: reproduce.Pipeline, num_kv_heads: int, checkpoint: str) -> dict:
@@ -42,9 +46,9 @@ def heldout_loss(pipe: reproduce.Pipeline, num_kv_heads: int, checkpoint: str) -
     from gqa_t5 import data
     from gqa_t5 import eval as eval_lib
 
-    lengths = {"inputs": 128, "targets": 32}
+    lengths = LENGTHS
     model = gin_utils.model_from_gin(
-        [pipe.r.model_gin], [*pipe.r.model_bindings, f"NUM_KV_HEADS = {num_kv_heads}"]
+        [pipe.r.model_gin], [*pipe.r.model_bindings, f"NUM_KV_HEADS = {num_kv_heads!r}"]
     )
     tr, params, _ = eval_lib.load_for_inference(model, checkpoint, *lengths.values())
     cfg = data.DatasetConfig(
@@ -68,10 +72,13 @@ def heldout_loss(pipe: reproduce.Pipeline, num_kv_heads: int, checkpoint: str) -
     return {"loss": mean, "se": se, "batches": len(losses), "tokens": int(np.sum(weights))}
 
 
-def run_variant(pipe, source: str, g: int, variant: str, uptrain_steps: int) -> dict:
-    method, _, grouping = variant.partition("+")
-    grouping = grouping or "contiguous"
-    name = f"convmethods/g{g}-{variant}"
+def run_variant(pipe, source: str, g, variant: str, uptrain_steps: int) -> dict:
+    """g: one G or T5Config's per-layer form; variant: method[+similarity][+cal]."""
+    method, *flags = variant.split("+")
+    grouping = "similarity" if "similarity" in flags else "contiguous"
+    cal = CALIBRATION if "cal" in flags else (None, 0)
+    label = g if isinstance(g, int) else convert._g_text(g)
+    name = f"convmethods/g{label}-{variant}"
 
     def do_convert(d: pathlib.Path) -> dict:
         record = convert.convert_checkpoint(
@@ -80,13 +87,15 @@ def run_variant(pipe, source: str, g: int, variant: str, uptrain_steps: int) -> 
             num_kv_heads=g,
             method=method,
             grouping=grouping,
+            calibration=cal[0],
+            calibration_examples=cal[1],
             overwrite=True,
             log=logging.info,
         )
         return {"checkpoint": str(d / "checkpoint"), "block_errors": record["block_errors"]}
 
     conv = pipe.runner.run(f"{name}/convert", do_convert)
-    row = {"G": g, "method": method, "grouping": grouping}
+    row = {"G": label, "method": method, "grouping": grouping, "calibration": cal[0]}
     row["alpha0"] = pipe.runner.run(
         f"{name}/eval0", lambda d: heldout_loss(pipe, g, conv["checkpoint"])
     )
@@ -94,7 +103,7 @@ def run_variant(pipe, source: str, g: int, variant: str, uptrain_steps: int) -> 
 
     def do_uptrain(d: pathlib.Path) -> dict:
         binds = [
-            f"NUM_KV_HEADS = {g}",
+            f"NUM_KV_HEADS = {g!r}",
             f"INITIAL_CHECKPOINT_PATH = {reproduce._q(conv['checkpoint'])}",
             f"TRAIN_STEPS = {uptrain_steps}",
             f"LR_INITIAL_STEP = {base}",
@@ -111,6 +120,23 @@ def run_variant(pipe, source: str, g: int, variant: str, uptrain_steps: int) -> 
         row["mean_rel_key_error"] = float(np.mean([e["key_error"] for e in errs]))
         row["mean_rel_value_error"] = float(np.mean([e["value_error"] for e in errs]))
     return row
+
+
+def budget_plan(source: str, same_as_g: int, num_layers: int, method: str) -> tuple:
+    """Per-layer (self, cross) G with the KV-cache bytes of uniform G at LENGTHS."""
+    from gqa_t5.checkpoints import open_checkpoint
+    from gqa_t5.conversion import budget
+
+    reader = open_checkpoint(source)
+    flat = {n: reader.read(n) for n in reader.shapes()}
+    head_dim = flat["decoder/layers_0/self_attention/key/kernel"].shape[1] // 4
+    errors = budget.block_errors(flat, head_dim=head_dim, candidates=(1, 2, 4), method=method)
+    # A head costs target-length tokens in self-attention, input-length ones in cross.
+    cost = {b: LENGTHS["targets" if "self" in b else "inputs"] for b in errors}
+    total = same_as_g * sum(cost.values())
+    chosen = budget.plan(errors, total, cost)
+    print(f"per-layer plan at the cache of G={same_as_g}: {chosen}")
+    return budget.per_layer_kv_heads(chosen, num_layers), errors
 
 
 def markdown(rows: list[dict], mha: dict) -> str:
@@ -139,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--gs", default="1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--per_layer", type=int, default=1, help="add the per-layer-G rows")
     args = p.parse_args(argv)
     utils.setup_logging()
     gin_utils.parse_gin([reproduce.DEFAULT_GIN], [])
@@ -149,13 +176,16 @@ def main(argv=None) -> int:
     steps = round(args.alpha * (recipe.original_steps or recipe.pretrain_steps))
     mha = pipe.runner.run("convmethods/mha/eval0", lambda d: heldout_loss(pipe, 4, source))
     todo = [(int(g), v) for g in args.gs.split(",") for v in args.variants.split(",")]
+    if args.per_layer:
+        plan, _ = budget_plan(source, 2, 2, "weighted")
+        todo += [(plan, "weighted"), (plan, "mean")]
     rows, t0 = [], time.perf_counter()
     for i, (g, v) in enumerate(todo, 1):
         rows.append(run_variant(pipe, source, g, v, steps))
         el = time.perf_counter() - t0
         r = rows[-1]
         print(
-            f"[{i}/{len(todo)}] G={g} {v}: alpha0 {r['alpha0']['loss']:.4f} "
+            f"[{i}/{len(todo)}] G={r['G']} {v}: alpha0 {r['alpha0']['loss']:.4f} "
             f"uptrained {r['uptrained']['loss']:.4f}  ({el:.0f}s, "
             f"ETA {el / i * (len(todo) - i):.0f}s)",
             flush=True,
