@@ -69,7 +69,13 @@ def heldout_loss(pipe: reproduce.Pipeline, num_kv_heads: int, checkpoint: str) -
     w = np.asarray(weights) / np.sum(weights)
     mean = float(np.sum(w * losses))
     se = float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
-    return {"loss": mean, "se": se, "batches": len(losses), "tokens": int(np.sum(weights))}
+    return {
+        "loss": mean,
+        "se": se,
+        "batches": len(losses),
+        "tokens": int(np.sum(weights)),
+        "batch_losses": losses,  # same batches for every model: paired differences
+    }
 
 
 def run_variant(pipe, source: str, g, variant: str, uptrain_steps: int) -> dict:
@@ -139,20 +145,47 @@ def budget_plan(source: str, same_as_g: int, num_layers: int, method: str) -> tu
     return budget.per_layer_kv_heads(chosen, num_layers), errors
 
 
+def paired_difference(a: dict, b: dict) -> tuple[float, float]:
+    """Mean and standard error of a - b over the shared validation batches."""
+    d = np.asarray(a["batch_losses"]) - np.asarray(b["batch_losses"])
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def _is_ref(r: dict) -> bool:
+    return r["method"] == "mean" and r["grouping"] == "contiguous" and not r["calibration"]
+
+
+def add_differences(rows: list[dict]) -> None:
+    """Each row's loss minus its G's contiguous-mean row's (paired over batches)."""
+    ref = {r["G"]: r for r in rows if _is_ref(r)}
+    for r in rows:
+        if r["G"] in ref and not _is_ref(r):
+            for k in ("alpha0", "uptrained"):
+                r[f"{k}_minus_mean"] = paired_difference(r[k], ref[r["G"]][k])
+
+
+def _cell(r: dict, k: str) -> str:
+    text = f"{r[k]['loss']:.3f}"
+    if f"{k}_minus_mean" in r:
+        d, se = r[f"{k}_minus_mean"]
+        text += f" ({d:+.3f} ± {se:.3f})"
+    return text
+
+
 def markdown(rows: list[dict], mha: dict) -> str:
     lines = [
-        f"MHA (no conversion): {mha['loss']:.4f} ± {mha['se']:.4f}",
+        f"MHA (no conversion): {mha['loss']:.3f} ± {mha['se']:.3f} (SE over batches). "
+        "In brackets: minus the same G's contiguous mean, ± paired SE over batches.",
         "",
-        "| G | method | grouping | loss alpha=0 | loss uptrained | rel. K err | rel. V err |",
-        "|---|---|---|---|---|---|---|",
+        "| G | method | grouping | calibration | loss alpha=0 | loss uptrained | "
+        "rel. K err | rel. V err |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        k = r.get("mean_rel_key_error")
-        v = r.get("mean_rel_value_error")
+        k, v = r.get("mean_rel_key_error"), r.get("mean_rel_value_error")
         lines.append(
-            f"| {r['G']} | {r['method']} | {r['grouping']} | "
-            f"{r['alpha0']['loss']:.4f} ± {r['alpha0']['se']:.4f} | "
-            f"{r['uptrained']['loss']:.4f} ± {r['uptrained']['se']:.4f} | "
+            f"| {r['G']} | {r['method']} | {r['grouping']} | {r['calibration'] or '-'} | "
+            f"{_cell(r, 'alpha0')} | {_cell(r, 'uptrained')} | "
             f"{'' if k is None else f'{k:.3f}'} | {'' if v is None else f'{v:.3f}'} |"
         )
     return "\n".join(lines)
@@ -190,6 +223,7 @@ def main(argv=None) -> int:
             f"ETA {el / i * (len(todo) - i):.0f}s)",
             flush=True,
         )
+    add_differences(rows)
     result = {"mha": mha, "uptrain_steps": steps, "rows": rows, "source": source}
     table = markdown(rows, mha)
     out = pathlib.Path(args.json)
