@@ -199,6 +199,7 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
     config: T5Config
+    index: int = 0  # position in the stack: picks this layer's key/value head counts
 
     @nn.compact
     def __call__(
@@ -216,7 +217,7 @@ class DecoderLayer(nn.Module):
         cross_lengths=None,
     ):
         cfg = self.config
-        i = int(self.name.split("_")[-1])  # layers_<i>
+        i = self.index
         cross = _attention(
             cfg, cfg.kv_heads(i, "cross"), "encoder_decoder_attention", deterministic, True
         )
@@ -313,7 +314,7 @@ class Decoder(nn.Module):
                 self_bias = relpos(T, T, bidirectional=False)
         layer_cls = _maybe_remat(cfg, DecoderLayer, static_argnums=(6, 7, 9))
         for i in range(cfg.num_decoder_layers):
-            y = layer_cls(cfg, name=f"layers_{i}")(
+            y = layer_cls(cfg, index=i, name=f"layers_{i}")(
                 y,
                 encoded,
                 self_bias,
