@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gqa_t5.checkpoints import orbax_params
+from gqa_t5.errors import BadInput
 
 STATE, DATA = "state", "data"
 
@@ -103,26 +104,116 @@ def runner_step_dir(path: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
-def load_initial_params(path: str | pathlib.Path, abstract_params: Any) -> Any:
+def step_of(path: str | pathlib.Path) -> int | None:
+    """The training step of a runner checkpoint path (MODEL_DIR, checkpoints/ or a step)."""
+    step_dir = runner_step_dir(_abs(path))
+    name = (step_dir or _abs(path)).name
+    return int(name) if name.isdigit() else None
+
+
+def check_exists(path: str | pathlib.Path, macro: str = "INITIAL_CHECKPOINT_PATH") -> None:
+    """BadInput naming `macro` unless the checkpoint path exists."""
+    if not _abs(path).exists():
+        raise BadInput(
+            f"{macro} {str(_abs(path))!r} does not exist; pass a checkpoint written by "
+            "`gqa-t5-convert` or a runner MODEL_DIR / checkpoint step directory "
+            f"(--gin.{macro}=\"'/path'\")"
+        )
+
+
+def _state_metadata_params(step_dir: pathlib.Path) -> Any:
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
+        meta = ckptr.metadata(step_dir / STATE)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    return tree["params"]
+
+
+def runner_param_shapes(step_dir: pathlib.Path) -> dict[str, tuple[int, ...]]:
+    """Flat name -> shape of a runner checkpoint's parameters, from its metadata only."""
+    flat = orbax_params.flatten(_state_metadata_params(step_dir))
+    return {k: tuple(m.shape) for k, m in flat.items() if hasattr(m, "shape")}
+
+
+# T5Config field -> the gin flag that sets it.
+_FIELD_FLAGS = {
+    "num_heads": "NUM_HEADS",
+    "num_kv_heads": "NUM_KV_HEADS",
+    "group_encoder": "GROUP_ENCODER",
+    "vocab_size": "VOCAB_SIZE",
+    "emb_dim": "network.T5Config.emb_dim",
+    "head_dim": "network.T5Config.head_dim",
+    "mlp_dim": "network.T5Config.mlp_dim",
+    "num_encoder_layers": "network.T5Config.num_encoder_layers",
+    "num_decoder_layers": "network.T5Config.num_decoder_layers",
+}
+
+
+def check_shapes_match(
+    found: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], config, source: str
+) -> None:
+    """BadInput naming the gin flags to change when a checkpoint's shapes differ from the model's.
+
+    `found` and `want` map flat parameter names to shapes; `config` is the model's T5Config.
+    """
+    if {k: tuple(v) for k, v in found.items()} == {k: tuple(v) for k, v in want.items()}:
+        return
+    from gqa_t5 import convert  # infers the config a set of shapes belongs to
+
+    try:
+        got = convert.infer_config(found, {"mlp_activations": config.mlp_activations}, source)
+    except Exception:  # noqa: BLE001 - shapes of no T5: fall back to the first difference
+        got = None
+    diffs = [
+        (flag, getattr(got, f), getattr(config, f))
+        for f, flag in _FIELD_FLAGS.items()
+        if got is not None and getattr(got, f) != getattr(config, f)
+    ]
+    model_gin = _abs(source) / "model.gin"
+    also = f" (or --gin_file={model_gin})" if model_gin.is_file() else ""
+    if diffs:
+        flags = " ".join(f"--gin.{flag}={g}" for flag, g, _ in diffs)
+        was = ", ".join(f"{flag}={g} (the model has {m})" for flag, g, m in diffs)
+        raise BadInput(f"{source} was written for {was}; pass {flags}{also}")
+    missing, extra = sorted(set(want) - set(found)), sorted(set(found) - set(want))
+    wrong = [n for n in sorted(set(want) & set(found)) if tuple(want[n]) != tuple(found[n])]
+    detail = (
+        f"parameter {wrong[0]} has shape {tuple(found[wrong[0]])}, the model expects "
+        f"{tuple(want[wrong[0]])}"
+        if wrong
+        else f"missing {missing[:3]}, unexpected {extra[:3]}"
+    )
+    raise BadInput(
+        f"{source}: {detail}; pass the model gin file it was written with (--gin_file=...){also}"
+    )
+
+
+def load_initial_params(
+    path: str | pathlib.Path,
+    abstract_params: Any,
+    config: Any = None,
+    macro: str = "INITIAL_CHECKPOINT_PATH",
+) -> Any:
     """Parameters only from a converted or runner checkpoint, placed on the given shardings.
 
     `abstract_params` is a tree of `jax.ShapeDtypeStruct` with shardings: shapes must match
-    (a checkpoint converted for another NUM_KV_HEADS fails with the first mismatch).
+    `config` (a mismatch names the gin flag to change); `macro` names the path in messages.
     """
+    check_exists(path, macro)
     root = _abs(path)
-    if not root.exists():
-        raise FileNotFoundError(
-            f"INITIAL_CHECKPOINT_PATH {str(root)!r} does not exist; pass a checkpoint written "
-            "by `gqa-t5-convert` or a runner MODEL_DIR / checkpoint step directory"
-        )
     step_dir = runner_step_dir(root)
     if step_dir is not None:
         logging.info("initial parameters from runner checkpoint %s", step_dir)
-        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-            meta = ckptr.metadata(step_dir / STATE)
-        tree = getattr(meta, "item_metadata", meta)
-        tree = getattr(tree, "tree", tree)
-        item = {"params": jax.tree_util.tree_map(lambda _: np.zeros(()), tree["params"])}
+        tree = _state_metadata_params(step_dir)
+        if config is not None:
+            want = orbax_params.flatten(abstract_params)
+            check_shapes_match(
+                runner_param_shapes(step_dir),
+                {k: tuple(v.shape) for k, v in want.items()},
+                config,
+                str(root),
+            )
+        item = {"params": jax.tree_util.tree_map(lambda _: np.zeros(()), tree)}
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
             restored = ckptr.restore(
                 step_dir / STATE,
@@ -137,6 +228,14 @@ def load_initial_params(path: str | pathlib.Path, abstract_params: Any) -> Any:
         params = restored["params"]
     else:
         logging.info("initial parameters from converted checkpoint %s", root)
+        if config is not None:
+            want = orbax_params.flatten(abstract_params)
+            check_shapes_match(
+                orbax_params.param_shapes(root),
+                {k: tuple(v.shape) for k, v in want.items()},
+                config,
+                str(root),
+            )
         params = orbax_params.restore_params(root)
     return place_params(params, abstract_params, str(root))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import logging
 import re
 import sys
 import time
@@ -23,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from gqa_t5 import conversion
-from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params
+from gqa_t5 import conversion, errors, gin_utils
+from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params, t5x_writer
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
 
@@ -33,6 +35,7 @@ METHODS = ("mean", "first", "random")
 LAYER_METHODS = ("weighted", "aligned", "aligned_weighted")
 CALIBRATED = ("weighted", "aligned_weighted")  # keys weighted by the query covariance
 GROUPINGS = conversion.GROUPINGS
+OUTPUT_FORMATS = ("orbax", "t5x")  # gqa-t5's params checkpoint, or t5x's train-state layout
 # Block name -> (stack, attention module) in the params tree.
 BLOCKS = {
     "decoder_self": ("decoder", "self_attention"),
@@ -279,28 +282,33 @@ def convert_checkpoint(
     seed: int = 0,
     overwrite: bool = False,
     fmt: str = "auto",
+    output_format: str = "orbax",
     log: Callable[[str], None] = print,
     grouping: str = "contiguous",
     calibration: str | None = None,
     calibration_examples: int = 256,
     calibration_module: str | None = "tasks",
 ) -> dict:
-    """Read, convert tensor by tensor, write Orbax + conversion.json; return the record.
+    """Read, convert tensor by tensor, write Orbax (or t5x) + conversion.json; return the record.
 
     Methods in LAYER_METHODS and `grouping="similarity"` hold the source in memory: they
     transform query, key, value and output kernels of a block together (`conversion`).
+    Every output gets model.gin (per-layer G is a tuple in NUM_KV_HEADS) and checksums.
     """
     if method not in METHODS + LAYER_METHODS:
-        raise CheckpointError(f"--method {method!r}; use one of {METHODS + LAYER_METHODS}")
+        raise errors.BadInput(f"--method {method!r}; use one of {METHODS + LAYER_METHODS}")
     if grouping not in GROUPINGS:
-        raise CheckpointError(f"--grouping {grouping!r}; use one of {GROUPINGS}")
+        raise errors.BadInput(f"--grouping {grouping!r}; use one of {GROUPINGS}")
     if grouping != "contiguous" and method == "random":
-        raise CheckpointError("--method random ignores the heads; use --grouping contiguous")
+        raise errors.BadInput("--method random ignores the heads; use --grouping contiguous")
     if calibration and method not in CALIBRATED:
-        raise CheckpointError(f"--calibration is used by --method {'|'.join(CALIBRATED)} only")
-    output_path = Path(output_path)
+        raise errors.BadInput(f"--calibration is used by --method {'|'.join(CALIBRATED)} only")
+    if output_format not in OUTPUT_FORMATS:
+        raise CheckpointError(f"--output_format {output_format!r}; use one of {OUTPUT_FORMATS}")
+    output_path = Path(output_path).absolute()
     if output_path.exists() and not overwrite:
         raise CheckpointError(f"output {output_path} already exists; pass --overwrite")
+    errors.check_writable_parent(output_path, "--output")
     reader = open_checkpoint(input_path, fmt)
     src = f"{input_path} ({reader.format})"
     found = reader.shapes()
@@ -330,24 +338,28 @@ def convert_checkpoint(
                 blocks=blocks,
             )
         except conversion.ConversionError as e:
-            raise CheckpointError(f"{src}: {e}") from e
+            raise errors.BadInput(f"{src}: {e}") from e
+    checksums: dict[str, str] = {}
 
     def leaf(name: str) -> orbax_params.LazyArray:
         def load():
             if whole is not None:
-                progress.read(whole[name].nbytes)
-                return whole[name]
-            array = reader.read(name)
-            progress.read(array.nbytes)
-            return convert_tensor(
-                name,
-                array,
-                head_dim=before.head_dim,
-                num_kv_heads=after.num_kv_heads,
-                method=method,
-                blocks=blocks,
-                seed=seed,
-            )
+                out = whole[name]
+                progress.read(out.nbytes)
+            else:
+                array = reader.read(name)
+                progress.read(array.nbytes)
+                out = convert_tensor(
+                    name,
+                    array,
+                    head_dim=before.head_dim,
+                    num_kv_heads=after.num_kv_heads,
+                    method=method,
+                    blocks=blocks,
+                    seed=seed,
+                )
+            checksums[name] = orbax_params.checksum(out)
+            return out
 
         return orbax_params.LazyArray(out_shapes[name], np.float32, load)
 
@@ -366,6 +378,7 @@ def convert_checkpoint(
             f"NUM_KV_HEADS = {after.num_kv_heads!r}",
             f"GROUP_ENCODER = {group_encoder}",
         ],
+        "model_gin": "model.gin",
         "param_count_before": _count(found),
         "param_count_after": _count(out_shapes),
         "kv_cache_bytes_per_token_before": kv_cache_bytes_per_token(before),
@@ -380,14 +393,37 @@ def convert_checkpoint(
         f"K={_g_text(before.num_kv_heads)} -> G={_g_text(after.num_kv_heads)} "
         f"({method}, blocks {','.join(blocks)})"
     )
-    orbax_params.save_params(
+    errors.remove_stale_temporaries(output_path, log)
+    save = orbax_params.save_params
+    if output_format == "t5x":  # checkpoint_<step>/state, t5x.train's INITIAL_CHECKPOINT_PATH
+        step = int(reader.hints.get("step", 0))
+        record["output_format"], record["t5x_step_dir"] = (
+            "t5x",
+            str(output_path / t5x_writer.step_dir_name(step)),
+        )
+        save = functools.partial(t5x_writer.save_t5x, step=step)
+
+    def record_text() -> str:  # once every tensor is written, so the checksums are known
+        record["checksums"] = dict(sorted(checksums.items()))
+        return json.dumps(record, indent=2) + "\n"
+
+    # Both formats get conversion.json (with checksums) and model.gin at the output's root:
+    # beside the Orbax params, or beside t5x's checkpoint_<step>/ directory. restore_params
+    # verifies the checksums of the Orbax output; t5x reads its own format and ignores both
+    # files (they describe the model for gqa-t5 when the step directory is converted back).
+    save(
         output_path,
         params,
         overwrite=overwrite,
-        extra_files={orbax_params.RECORD_NAME: json.dumps(record, indent=2) + "\n"},
+        extra_files={
+            orbax_params.RECORD_NAME: record_text,
+            "model.gin": gin_utils.model_gin_text(record["config_after"], record["source"]),
+        },
         on_written=progress.written,
     )
     log(progress.summary(output_path))
+    if output_format == "t5x":
+        log(f"t5x: --gin.INITIAL_CHECKPOINT_PATH=\"'{record['t5x_step_dir']}'\"")
     return record
 
 
@@ -397,7 +433,7 @@ def _calibrate(cfg, flat, task, examples, module, log) -> dict:
     try:
         return calibration.calibrate(cfg, flat, task, examples, module, log)
     except (ValueError, ImportError, FileNotFoundError) as e:
-        raise CheckpointError(f"--calibration {task}: {str(e).splitlines()[0]}") from e
+        raise errors.BadInput(f"--calibration {task}: {str(e).splitlines()[0]}") from e
 
 
 def _target_config(before: T5Config, g: int, group_encoder: bool, src: str) -> T5Config:
@@ -408,7 +444,7 @@ def _target_config(before: T5Config, g: int, group_encoder: bool, src: str) -> T
     k_in = before.num_kv_heads
     if isinstance(g, int) and isinstance(k_in, int):
         if g < 1 or g > k_in or k_in % g or (group_encoder and before.num_heads % g):
-            raise CheckpointError(
+            raise errors.BadInput(
                 f"--num_kv_heads={g} must divide the source's {k_in} key/value heads "
                 f"(num_heads={before.num_heads}); try one of "
                 f"{[d for d in range(1, k_in + 1) if k_in % d == 0]}"
@@ -423,14 +459,14 @@ def _target_config(before: T5Config, g: int, group_encoder: bool, src: str) -> T
             }
         )
     except ValueError as e:
-        raise CheckpointError(f"--num_kv_heads={_g_text(g)}: {e}") from e
+        raise errors.BadInput(f"--num_kv_heads={_g_text(g)}: {e}") from e
     for i, (pair_in, pair_out) in enumerate(
         zip(before.per_layer_kv_heads, after.per_layer_kv_heads, strict=True)
     ):
         for k_in, k in zip(pair_in, pair_out, strict=True):
             if k > k_in or k_in % k or (group_encoder and before.num_heads % k):
                 where = f" (decoder layer {i})" if not isinstance(g, int) else ""
-                raise CheckpointError(
+                raise errors.BadInput(
                     f"--num_kv_heads={_g_text(g)} must divide the source's {k_in} key/value "
                     f"heads{where} (num_heads={before.num_heads}); try one of "
                     f"{[d for d in range(1, k_in + 1) if k_in % d == 0]}"
@@ -492,7 +528,14 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gqa-t5-convert", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="checkpoint directory or file")
-    p.add_argument("--output", required=True, help="new Orbax checkpoint directory")
+    p.add_argument("--output", required=True, help="new checkpoint directory")
+    p.add_argument(
+        "--output_format",
+        choices=OUTPUT_FORMATS,
+        default="orbax",
+        help="orbax: gqa-t5's params checkpoint; t5x: OUTPUT/checkpoint_<step>/ as t5x.train "
+        "restores it (INITIAL_CHECKPOINT_PATH), with a fresh Adafactor state",
+    )
     p.add_argument(
         "--num_kv_heads",
         type=parse_kv_heads,
@@ -525,8 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         choices=("auto", "t5x", "t5x_orbax", "mesh_tf", "huggingface", "gqa_t5"),
     )
+    p.add_argument("--verbose", action="store_true", help="show library warnings and logs")
     args = p.parse_args(argv)
-    try:
+    errors.setup_logging(args.verbose)
+    if not args.verbose:  # Orbax logs each failed write's traceback; the error says it all
+        for name in ("absl", "orbax"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def body() -> None:
         convert_checkpoint(
             args.input,
             args.output,
@@ -540,11 +589,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration=args.calibration,
             calibration_examples=args.calibration_examples,
             calibration_module=args.calibration_module,
+            output_format=args.output_format,
         )
-    except (CheckpointError, FileExistsError) as e:
-        print(f"gqa-t5-convert: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return errors.run_cli("gqa-t5-convert", body, list(argv or sys.argv[1:]), args.verbose)
 
 
 def console_main() -> None:

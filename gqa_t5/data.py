@@ -1,8 +1,12 @@
-"""SeqIO datasets for the runner: tasks and mixtures, the encoder-decoder feature converter,
+"""Datasets for the runner: tasks and mixtures, the encoder-decoder feature converter,
 packing, a seeded deterministic order, and the data position for resuming.
 
-The position is the number of examples consumed: the training stream is a deterministic
-function of the seed, so a restart skips `step * per_host_batch` converted (packed)
+Two backends, picked by `DATA_BACKEND` (DatasetConfig.backend): 'seqio' (default; imports
+seqio and TensorFlow when a task is read) and 'grain' (TF-free: reads exports written by
+`gqa-t5-export` from GRAIN_DATA_DIR, see `gqa_t5.grain_data`; its iterator state is saved in
+the checkpoint and restored without replay). On the seqio backend the position is the
+number of examples consumed: the training stream is a deterministic function of the seed, so
+a restart skips `step * per_host_batch` converted (packed)
 examples and continues exactly where the checkpoint left off. The replay costs time growing
 with the step, and is exact only for the same seed, host count, batch size, task and feature
 lengths, which `check_resumable` enforces.
@@ -14,11 +18,16 @@ import dataclasses
 import difflib
 import importlib
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-import seqio
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import seqio
+    import tensorflow as tf
+
+BACKENDS = ("seqio", "grain")
 
 
 @dataclasses.dataclass
@@ -35,6 +44,13 @@ class DatasetConfig:
     pack: bool = True
     module: str | None = None
     use_memory_cache: bool = False
+    backend: str = "seqio"  # DATA_BACKEND: 'seqio' or 'grain'
+    data_dir: str | None = None  # GRAIN_DATA_DIR: exports as <data_dir>/<task>/<split>/
+    prefetch: int = 2  # grain: units packed ahead in threads
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"DATA_BACKEND={self.backend!r}: use one of {BACKENDS}")
 
 
 def import_task_module(module: str | None) -> None:
@@ -52,6 +68,8 @@ def import_task_module(module: str | None) -> None:
 
 def get_task(cfg: DatasetConfig) -> seqio.Task | seqio.Mixture:
     """The registered task or mixture, with a helpful error when it is missing."""
+    import seqio
+
     import_task_module(cfg.module)
     name = cfg.mixture_or_task_name
     if isinstance(name, seqio.Task | seqio.Mixture):
@@ -86,6 +104,8 @@ def check_vocabularies(task: seqio.Task | seqio.Mixture) -> None:
 
 
 def feature_converter(pack: bool) -> seqio.FeatureConverter:
+    import seqio
+
     return seqio.EncDecFeatureConverter(pack=pack)
 
 
@@ -104,6 +124,9 @@ def get_dataset(
     drop_remainder: bool = True,
 ) -> tf.data.Dataset:
     """This host's batched model features, deterministic for a seed, from `skip_examples` on."""
+    import seqio
+    import tensorflow as tf
+
     task = get_task(cfg)
     check_vocabularies(task)
     if cfg.split not in _splits(task):
@@ -135,6 +158,8 @@ def get_dataset(
 
 
 def _splits(task) -> set[str]:
+    import seqio
+
     if isinstance(task, seqio.Mixture):
         return set.intersection(*[set(t.splits) for t in task.tasks])
     return set(task.splits)
@@ -148,12 +173,49 @@ def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
 
 def _task_name(cfg: DatasetConfig) -> str:
     name = cfg.mixture_or_task_name
-    return name.name if isinstance(name, seqio.Task | seqio.Mixture) else name
+    return name if isinstance(name, str) else name.name
 
 
-def data_position(cfg: DatasetConfig, step: int) -> dict:
-    """What a checkpoint stores about the input stream: the position and what fixes the order."""
+def check_inputs(cfg: DatasetConfig) -> list | None:
+    """Grain backend: validate the exports (present, whole, vocabulary, lengths) up front and
+    return them as `grain_data.open_exports` does; None on the seqio backend."""
+    if cfg.backend != "grain":
+        return None
+    from gqa_t5 import grain_data
+
+    if not isinstance(cfg.mixture_or_task_name, str) or not cfg.mixture_or_task_name:
+        raise ValueError("no task given: set --gin.MIXTURE_OR_TASK_NAME=\"'<exported task>'\"")
+    lengths = dict(cfg.task_feature_lengths or {})
+    wanted = {k: int(lengths[k]) for k in ("inputs", "targets") if k in lengths}
+    return grain_data.open_exports(
+        grain_data.data_dir(cfg.data_dir), cfg.mixture_or_task_name, cfg.split, wanted or None
+    )
+
+
+def train_batches(
+    cfg: DatasetConfig, start_step: int, stored: Mapping[str, Any] | None
+) -> Iterator[dict[str, np.ndarray]]:
+    """This host's training batches from `start_step`: the seqio stream replayed to it, or
+    the Grain iterator restored from the checkpoint's state (`stored`)."""
+    if cfg.backend == "grain":
+        from gqa_t5 import grain_data
+
+        return grain_data.train_iterator(cfg, grain_data.resume_state(stored))
+    skip = start_step * per_host_batch_size(cfg.batch_size)
+    return numpy_batches(get_dataset(cfg, num_epochs=None, skip_examples=skip))
+
+
+def data_position(cfg: DatasetConfig, step: int, batches: Any = None) -> dict:
+    """What a checkpoint stores about the input stream: the position and what fixes the order.
+
+    On the grain backend `batches` is the iterator, whose state is stored per host.
+    """
+    grain_state = {}
+    if cfg.backend == "grain" and batches is not None:
+        grain_state = {"grain": {str(jax.process_index()): batches.state()}}
     return {
+        "backend": cfg.backend,
+        **grain_state,
         "step": step,
         "examples_consumed_per_host": step * per_host_batch_size(cfg.batch_size),
         "batch_size": cfg.batch_size,
@@ -177,6 +239,13 @@ def check_resumable(stored: Mapping, cfg: DatasetConfig) -> None:
         "task": "MIXTURE_OR_TASK_NAME",
         "task_feature_lengths": "TASK_FEATURE_LENGTHS",
     }
+    if stored.get("backend", "seqio") != cfg.backend:
+        raise ValueError(
+            "MODEL_DIR's checkpoint was trained with "
+            f"DATA_BACKEND={stored.get('backend', 'seqio')!r}, now {cfg.backend!r}: resume with "
+            "the same backend, or start a new MODEL_DIR "
+            "with INITIAL_CHECKPOINT_PATH set to this one (parameters only)."
+        )
     bad = [
         f"{macro}={stored[key]!r}, now {now[key]!r}"
         for key, macro in macros.items()

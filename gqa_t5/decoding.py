@@ -183,11 +183,11 @@ def beam_search(
     _, alive_logp, alive_seqs, fin_scores, fin_flags, fin_seqs, _ = jax.lax.while_loop(
         cond, body, state
     )
-    # Inputs with no finished beam fall back to their alive beams.
+    # Inputs with no finished beam fall back to their alive beams, scored (as in t5x) by
+    # their raw log-probability, without the length penalty.
     any_fin = fin_flags.any(axis=1)
-    alive_scores = alive_logp / brevity_penalty(alpha, jnp.array(L))
     seqs = jnp.where(any_fin[:, None, None], fin_seqs, alive_seqs)
-    scores = jnp.where(any_fin[:, None], fin_scores, alive_scores)
+    scores = jnp.where(any_fin[:, None], fin_scores, alive_logp)
     return seqs, scores
 
 

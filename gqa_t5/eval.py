@@ -20,9 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 import optax
-import seqio
 
-from gqa_t5 import checkpointing, data, trainer, utils
+from gqa_t5 import checkpointing, data, errors, trainer, utils
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
 
@@ -37,15 +36,26 @@ def load_for_inference(
     """(trainer, params on the mesh, step) for a converted or runner checkpoint."""
     if not checkpoint_path:
         raise ValueError("CHECKPOINT_PATH is not set: pass --gin.CHECKPOINT_PATH=\"'/path'\"")
+    checkpointing.check_exists(checkpoint_path, "CHECKPOINT_PATH")
     partitioner = partitioner or Partitioner(num_kv_heads=model.config.num_kv_heads)
     tr = trainer.Trainer(model, optax.identity(), lambda s: 0.0, partitioner, input_len, target_len)
-    params = checkpointing.load_initial_params(checkpoint_path, tr.abstract_params)
-    return tr, params, _step_of(checkpoint_path)
+    params = checkpointing.load_initial_params(
+        checkpoint_path, tr.abstract_params, model.config, "CHECKPOINT_PATH"
+    )
+    return tr, params, checkpointing.step_of(checkpoint_path)
 
 
-def _step_of(path: str) -> int | None:
-    name = pathlib.Path(path).name
-    return int(name) if name.isdigit() else None
+def check_inputs(model: EncoderDecoderModel, cfg: data.DatasetConfig, checkpoint_path, output_dir):
+    """Validate the task (or Grain exports), vocabulary, checkpoint path and output directory
+    before anything is written; return the task (or the exports, as `open_exports`)."""
+    from gqa_t5.train import check_task_and_vocab
+
+    task = check_task_and_vocab(model, cfg)
+    if not checkpoint_path:
+        raise ValueError("CHECKPOINT_PATH is not set: pass --gin.CHECKPOINT_PATH=\"'/path'\"")
+    checkpointing.check_exists(checkpoint_path, "CHECKPOINT_PATH")
+    errors.check_writable_parent(pathlib.Path(output_dir).expanduser().absolute(), "output dir")
+    return task
 
 
 def _padded_batches(
@@ -124,13 +134,32 @@ def evaluate(
     output_dir: str,
     partitioner: Partitioner | None = None,
 ) -> dict[str, Any]:
-    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task."""
+    """Run seqio.Evaluator over `dataset_cfg`'s split; write and return metrics by task.
+
+    On DATA_BACKEND = 'grain' the exported split is decoded and scored without TensorFlow
+    (`gqa_t5.grain_eval`), writing the same metrics.json.
+    """
+    if dataset_cfg.backend == "grain":
+        from gqa_t5 import grain_eval
+
+        return grain_eval.evaluate(
+            model=model,
+            dataset_cfg=dataset_cfg,
+            checkpoint_path=checkpoint_path,
+            output_dir=output_dir,
+            partitioner=partitioner,
+        )
     if not output_dir:
         raise ValueError("EVAL_OUTPUT_DIR is not set: pass --gin.EVAL_OUTPUT_DIR=\"'/path'\"")
-    task = data.get_task(dataset_cfg)
-    data.check_vocabularies(task)
+    task = check_inputs(model, dataset_cfg, checkpoint_path, output_dir)
     out = pathlib.Path(output_dir).expanduser().absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    with errors.removed_unless_kept(out):
+        return _evaluate(model, dataset_cfg, task, checkpoint_path, out, partitioner)
+
+
+def _evaluate(model, dataset_cfg, task, checkpoint_path, out, partitioner) -> dict[str, Any]:
+    import seqio
+
     evaluator = seqio.Evaluator(
         mixture_or_task_name=task.name,
         feature_converter=data.feature_converter(pack=False),
@@ -153,6 +182,7 @@ def evaluate(
         shapes["decoder_input_tokens"][0],
         partitioner,
     )
+    out.mkdir(parents=True, exist_ok=True)
     bs = dataset_cfg.batch_size
 
     def predict_fn(ds):

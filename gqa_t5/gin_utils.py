@@ -45,6 +45,7 @@ def parse_gin(
     """Parse gin files and bindings with the package's gin dir on the search path."""
     import gin
 
+    _guard_system_path_reader()
     gin.clear_config()
     # The package's own files first: gin logs an error for every search path it misses.
     paths = list(dict.fromkeys([str(gin_dir())] + [str(p) for p in search_paths if p] + ["."]))
@@ -66,6 +67,28 @@ def parse_gin(
         logging.disable(logging.NOTSET)
 
 
+def _guard_system_path_reader() -> None:
+    """Make gin's Python-package file reader skip namespace packages instead of crashing.
+
+    NOTE: gin tries an include such as 'runs/pretrain.gin' first relative to the working
+    directory and then as a file inside a Python package `runs`; a plain directory `runs/`
+    in the working directory (the pipeline's default output) is a namespace package with no
+    origin, and gin's check raises TypeError instead of answering "not here".
+    """
+    from gin import config, resource_reader
+
+    def exists(path: str) -> bool:
+        try:
+            return resource_reader.system_path_file_exists(path)
+        except TypeError:
+            return False
+
+    config._FILE_READERS[:] = [
+        (reader, exists if check is resource_reader.system_path_file_exists else check)
+        for reader, check in config._FILE_READERS
+    ]
+
+
 def _resolve(name: str, paths: Sequence[str]) -> str | None:
     if pathlib.Path(name).is_file():
         return str(pathlib.Path(name).resolve())
@@ -83,3 +106,57 @@ def model_from_gin(
 
     parse_gin(gin_files, bindings, search_paths)
     return gin.query_parameter("%MODEL").scoped_configurable_fn()
+
+
+# Model macros and T5Config fields written by `model_gin_text`, in base.gin's layout.
+_MODEL_MACROS = {
+    "num_heads": "NUM_HEADS",
+    "num_kv_heads": "NUM_KV_HEADS",
+    "group_encoder": "GROUP_ENCODER",
+    "vocab_size": "VOCAB_SIZE",
+}
+
+
+def model_gin_text(config: dict, source: str = "") -> str:
+    """A self-contained model gin file for a `convert.config_record` dict.
+
+    `--gin_file=<ckpt>/model.gin --gin_file=runs/eval.gin` then builds exactly the
+    converted model; the macros (NUM_KV_HEADS, ...) stay overridable as in base.gin.
+    """
+    lines = [
+        "# The model of a checkpoint written by gqa-t5-convert"
+        + (f" from {source}" if source else "")
+        + ".",
+        "# Use it in place of a size file: --gin_file=<checkpoint>/model.gin "
+        "--gin_file=runs/eval.gin",
+        "from __gin__ import dynamic_registration",
+        "",
+        "from gqa_t5 import models",
+        "from gqa_t5 import network",
+        "",
+    ]
+    for field, macro in _MODEL_MACROS.items():
+        lines.append(f"{macro} = {config[field]!r}")
+    lines += [
+        "DROPOUT_RATE = 0.0",
+        "ACTIVATION_DTYPE = 'bfloat16'  # compute dtype; parameters are float32",
+        "Z_LOSS = 1e-4",
+        "",
+        "MODEL = @models.EncoderDecoderModel()",
+        "models.EncoderDecoderModel:",
+        "  config = @network.T5Config()",
+        "  z_loss = %Z_LOSS",
+        "",
+        "network.T5Config:",
+        "  dtype = %ACTIVATION_DTYPE",
+        "  dropout_rate = %DROPOUT_RATE",
+        "  float32_attention_logits = True",
+    ]
+    for field, value in config.items():
+        if field in _MODEL_MACROS:
+            lines.append(f"  {field} = %{_MODEL_MACROS[field]}")
+        elif isinstance(value, list):
+            lines.append(f"  {field} = {tuple(value)!r}")
+        else:
+            lines.append(f"  {field} = {value!r}")
+    return "\n".join(lines) + "\n"

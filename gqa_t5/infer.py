@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import sys
-import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import seqio
 
-from gqa_t5 import data
-from gqa_t5.eval import load_for_inference, predict_features
+from gqa_t5 import data, utils
+from gqa_t5.eval import check_inputs, load_for_inference, predict_features
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
+
+if TYPE_CHECKING:
+    import seqio
 
 
 def _task_examples(task: seqio.Task, cfg: data.DatasetConfig) -> tuple[list, list]:
@@ -55,10 +55,22 @@ def infer(
     partitioner: Partitioner | None = None,
 ) -> dict[str, Any]:
     """Decode every example of the split; write `<task>-<step>.jsonl` per task."""
+    if dataset_cfg.backend == "grain":
+        from gqa_t5 import grain_eval
+
+        return grain_eval.infer(
+            model=model,
+            dataset_cfg=dataset_cfg,
+            checkpoint_path=checkpoint_path,
+            output_dir=output_dir,
+            partitioner=partitioner,
+        )
+    import seqio
+
     if not output_dir:
         raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
     lengths = data.model_feature_lengths(dataset_cfg)
-    root = data.get_task(dataset_cfg)
+    root = check_inputs(model, dataset_cfg, checkpoint_path, output_dir)
     tasks = root.tasks if isinstance(root, seqio.Mixture) else [root]
     tr, params, step = load_for_inference(
         model, checkpoint_path, lengths["encoder"], lengths["decoder"], partitioner
@@ -90,15 +102,7 @@ def infer(
 
 
 def _write_lines_atomic(path: pathlib.Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    utils.write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def console_main() -> None:

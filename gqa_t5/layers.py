@@ -22,6 +22,8 @@ import numpy as np
 from flax import linen as nn
 from flax.linen import partitioning as nn_partitioning
 
+from gqa_t5.kernels import decode_attention
+
 param_with_axes = nn_partitioning.param_with_axes
 with_sharding_constraint = nn_partitioning.with_sharding_constraint
 
@@ -482,6 +484,10 @@ class GroupedQueryAttention(nn.Module):
     kernel_init: Initializer = default_kernel_init
     float32_logits: bool = True
     implementation: str = "xla"
+    # "xla", or the Pallas split-K kernel for cross-attention decode steps
+    # ("pallas_cross") or for both attentions' decode steps ("pallas"); off-GPU the
+    # kernel module falls back to the XLA path itself.
+    decode_kernel: str = "xla"
 
     def _project(self, x: jax.Array, name: str, heads: int, axes: tuple[str, str], init):
         return Dense((heads, self.head_dim), axes, dtype=self.dtype, kernel_init=init, name=name)(x)
@@ -608,7 +614,15 @@ class GroupedQueryAttention(nn.Module):
             S = k_BKSH.shape[2]
             causal = (jnp.arange(S) <= position)[None, None, None, :]
             mask = causal if mask is None else jnp.logical_and(mask > 0, causal)
-        out_BNH = cached_decode_attention(
-            q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask, float32_logits=self.float32_logits
+        use_kernel = self.float32_logits and (
+            self.decode_kernel == "pallas"
+            or (self.decode_kernel == "pallas_cross" and self.is_cross)
         )
+        out_BNH = None
+        if use_kernel:
+            out_BNH = decode_attention.decode_step(q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask)
+        if out_BNH is None:
+            out_BNH = cached_decode_attention(
+                q_BTNH[:, 0], k_BKSH, v_BKSH, bias, mask, float32_logits=self.float32_logits
+            )
         return out_BNH[:, None]

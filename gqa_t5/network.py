@@ -20,6 +20,7 @@ from flax import linen as nn
 from gqa_t5 import layers
 
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+DECODE_KERNELS = ("xla", "pallas_cross", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,10 @@ class T5Config:
     relative_attention_max_distance: int = 128
     attention_impl: str = "auto"
     remat_policy: str = "none"  # none | full: rematerialise each layer in the backward pass
+    # Decode-step attention: "xla", the Pallas split-K kernel for cross-attention only
+    # ("pallas_cross"), or for self- and cross-attention ("pallas"). GPU only; elsewhere
+    # the XLA path runs. Off by default until measured (benchmarks/NOTES.md).
+    decode_kernel: str = "xla"
 
     def __post_init__(self):
         if self.num_kv_heads is None:
@@ -90,6 +95,10 @@ class T5Config:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"T5Config.attention_impl={self.attention_impl!r}; use one of {ATTENTION_IMPLS}"
+            )
+        if self.decode_kernel not in DECODE_KERNELS:
+            raise ValueError(
+                f"T5Config.decode_kernel={self.decode_kernel!r}; use one of {DECODE_KERNELS}"
             )
         if self.remat_policy not in ("none", "full"):
             raise ValueError(f"T5Config.remat_policy={self.remat_policy!r}; use none or full")
@@ -149,6 +158,7 @@ def _attention(cfg: T5Config, kv_heads: int, name: str, deterministic: bool, is_
         dropout_rate=cfg.dropout_rate,
         float32_logits=cfg.float32_attention_logits,
         implementation=cfg.resolved_attention_impl(not deterministic and cfg.dropout_rate > 0),
+        decode_kernel=cfg.decode_kernel,
         name=name,
     )
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
-from gqa_t5 import gin_utils, stages, tables, utils
+from gqa_t5 import errors, gin_checks, gin_utils, results, stages, tables, utils
 
 DEFAULT_GIN = "reproduce/default.gin"
 _POINT = re.compile(r"^(mha|mqa|gqa(\d+))(?:-(mean|first|random)-([0-9.]+))?$")
@@ -78,11 +78,29 @@ class Recipe:
     eval_bindings: Sequence[str] = ()
     task_lengths: dict[str, dict[str, int]] | None = None  # default: tasks' FEATURE_LENGTHS
     convert_seed: int = 0
+    # Input backend of every train/eval stage: 'seqio', or 'grain' (TF-free) reading
+    # `gqa-t5-export` output from grain_data_dir (<dir>/<task>/<split>/).
+    data_backend: str = "seqio"
+    grain_data_dir: str | None = None
     # Decode-time stage: fixed-length greedy predict_batch on this host, per G.
     time_batch_size: int = 8
     time_lengths: tuple[int, int] = (128, 48)
-    time_repeats: int = 3
+    time_repeats: int = 30  # T_infer: the median over this many timed batches, IQR in JSON
     figure_alpha: float = 0.05
+    # Fine-tuning repeated with RANDOM_SEED 0..finetune_seeds-1 (shuffle, dropout) for
+    # seed_points (None: every point); the others use seed 0. Scores: mean over seeds.
+    finetune_seeds: int = 1
+    seed_points: Sequence[str] | None = None
+    # Held-out loss of each converted and each uptrained checkpoint (None: not measured):
+    # the first heldout_examples examples of the task's validation split, unpacked.
+    heldout_task: str | None = None
+    heldout_lengths: dict[str, int] | None = None
+    heldout_examples: int = 256
+    heldout_batch_size: int = 32
+    # Percentile bootstrap over eval examples (paired across points) and timing repeats.
+    bootstrap_samples: int = 1000
+    bootstrap_seed: int = 0
+    findings_groups: int | None = None  # GQA's G in the findings; None: smallest G > 1
 
 
 def _q(value: Any) -> str:
@@ -97,25 +115,38 @@ class Pipeline:
         self.r = recipe
         self.out = output_dir
         self.points = [parse_point(p, recipe.num_heads) for p in recipe.points]
+        unknown = sorted(set(recipe.seed_points or ()) - set(recipe.points))
+        if recipe.finetune_seeds < 1 or unknown:
+            raise ValueError(
+                f"finetune_seeds={recipe.finetune_seeds} must be >= 1 and seed_points must be "
+                f"grid points (not in points: {unknown})"
+            )
         self.runner = stages.StageRunner(output_dir / recipe.size.lower(), print_fn)
         self.print = print_fn
 
     # -- helpers -------------------------------------------------------------------
     def _lengths(self, task: str) -> dict[str, int]:
         import tasks
+        import tasks.kjv
 
-        known = {**tasks.FEATURE_LENGTHS, **tasks.builtin.FEATURE_LENGTHS}
+        known = {**getattr(tasks, "FEATURE_LENGTHS", {}), **tasks.kjv.FEATURE_LENGTHS}
         lengths = (self.r.task_lengths or {}).get(task) or known.get(task)
         if lengths is None:
             raise ValueError(f"no feature lengths for task {task!r}: set Recipe.task_lengths")
         return lengths
+
+    def _data(self) -> list[str]:
+        return [
+            f"DATA_BACKEND = {_q(self.r.data_backend)}",
+            f"GRAIN_DATA_DIR = {_q(self.r.grain_data_dir) if self.r.grain_data_dir else None}",
+        ]
 
     def _train(self, run_gin: str, model_dir: pathlib.Path, bindings: Sequence[str]) -> dict:
         from gqa_t5 import train
 
         gin_utils.parse_gin(
             [self.r.model_gin, run_gin],
-            [*self.r.model_bindings, f"MODEL_DIR = {_q(model_dir)}", *bindings],
+            [*self.r.model_bindings, *self._data(), f"MODEL_DIR = {_q(model_dir)}", *bindings],
         )
         summary = gin.get_configurable(train.train)()
         if summary["status"] != "done":
@@ -170,7 +201,38 @@ class Pipeline:
 
         return self.runner.run(f"uptrain/{p.spec}", fn)["model_dir"]
 
-    def finetune(self, start: str, p: Point, task: str) -> str:
+    def heldout(self, checkpoint: str, num_kv_heads: int, name: str) -> dict | None:
+        """Held-out loss of a checkpoint (stage `heldout/<name>`); None if not configured."""
+        if not self.r.heldout_task:
+            return None
+        from gqa_t5 import data, heldout
+
+        def fn(d: pathlib.Path) -> dict:
+            model = gin_utils.model_from_gin(
+                [self.r.model_gin], [*self.r.model_bindings, f"NUM_KV_HEADS = {num_kv_heads}"]
+            )
+            cfg = data.DatasetConfig(
+                mixture_or_task_name=self.r.heldout_task,
+                task_feature_lengths=self.r.heldout_lengths or self._lengths(self.r.heldout_task),
+                split="validation",
+                batch_size=self.r.heldout_batch_size,
+                seed=0,
+                module=_task_module(self.r.model_bindings),
+                backend=self.r.data_backend,
+                data_dir=self.r.grain_data_dir,
+            )
+            r = heldout.heldout_loss(model, checkpoint, cfg, self.r.heldout_examples)
+            per_example = {"nll": r.pop("nll"), "targets": r.pop("targets")}
+            utils.write_json_atomic(d / "per_example.json", per_example)
+            return {"checkpoint": checkpoint, **r, "per_example": str(d / "per_example.json")}
+
+        return self.runner.run(f"heldout/{name}", fn)
+
+    def seeds(self, p: Point) -> range:
+        chosen = self.r.seed_points is None or p.spec in self.r.seed_points
+        return range(self.r.finetune_seeds if chosen else 1)
+
+    def finetune(self, start: str, p: Point, task: str, seed: int = 0) -> str:
         def fn(d: pathlib.Path) -> dict:
             binds = [
                 f"NUM_KV_HEADS = {p.num_kv_heads}",
@@ -179,13 +241,15 @@ class Pipeline:
                 f"TASK_FEATURE_LENGTHS = {self._lengths(task)!r}",
                 f"TRAIN_STEPS = {self.r.finetune_steps}",
                 *self.r.finetune_bindings,
+                *([f"RANDOM_SEED = {seed}"] if seed else []),
             ]
             return self._train("runs/finetune.gin", d / "model", binds)
 
-        result = self.runner.run(f"finetune/{p.spec}/{task}", fn)
+        result = self.runner.run(f"finetune/{p.spec}/{task}{_seed_suffix(seed)}", fn)
         return str(_step_dir(result["model_dir"]))
 
-    def evaluate(self, checkpoint: str, p: Point, task: str) -> dict[str, dict[str, float]]:
+    def evaluate(self, checkpoint: str, p: Point, task: str, seed: int = 0) -> dict:
+        """{'metrics': {task: {metric: value}}, 'per_example': path} of one eval stage."""
         from gqa_t5 import eval as eval_lib
 
         def fn(d: pathlib.Path) -> dict:
@@ -196,14 +260,18 @@ class Pipeline:
                     f"NUM_KV_HEADS = {p.num_kv_heads}",
                     f"CHECKPOINT_PATH = {_q(checkpoint)}",
                     f"EVAL_OUTPUT_DIR = {_q(d)}",
+                    *self._data(),
                     f"MIXTURE_OR_TASK_NAME = {_q(task)}",
                     f"TASK_FEATURE_LENGTHS = {self._lengths(task)!r}",
                     *self.r.eval_bindings,
                 ],
             )
-            return gin.get_configurable(eval_lib.evaluate)()
+            result = gin.get_configurable(eval_lib.evaluate)()
+            per_example = _per_example_scores(d, result["metrics"], result["step"])
+            utils.write_json_atomic(d / "per_example.json", per_example)
+            return {**result, "per_example": str(d / "per_example.json")}
 
-        return self.runner.run(f"eval/{p.spec}/{task}", fn)["metrics"]
+        return self.runner.run(f"eval/{p.spec}/{task}{_seed_suffix(seed)}", fn)
 
     def time_decode(self, num_kv_heads: int) -> dict:
         from gqa_t5 import timing
@@ -220,25 +288,86 @@ class Pipeline:
         kv = _kv_name(num_kv_heads, self.r.num_heads)
         return self.runner.run(f"time/{kv}", fn)
 
-    def run(self) -> list[dict]:
-        """All stages for every grid point; returns one table row per point."""
+    def run(self, on_first_pass=None) -> list[dict]:
+        """All stages for every grid point; returns each point's raw results (`results`).
+
+        Two passes: every point with fine-tuning seed 0 (and its timing), then the extra
+        seeds, so that a run cut short still has the whole grid once; `on_first_pass` gets
+        the first pass's results (run_recipe writes the tables from them).
+        """
         source = self.pretrain()
-        rows = []
+        points, starts = [], []
         for i, p in enumerate(self.points, 1):
             self.print(f"== grid point {i}/{len(self.points)}: {self.r.size} {p.spec}")
-            start = self.uptrain(self.convert(source, p), p)
-            metrics: dict[str, dict[str, float]] = {}
-            for task in self.r.finetune_tasks:
-                metrics.update(self.evaluate(self.finetune(start, p, task), p, task))
-            timing_result = self.time_decode(p.num_kv_heads)
-            rows.append(tables.make_row(self.r.size, p, self.r.num_heads, metrics, timing_result))
-        return rows
+            converted = self.convert(source, p)
+            kv = _kv_name(p.num_kv_heads, self.r.num_heads)
+            loss_converted = self.heldout(converted, p.num_kv_heads, f"{kv}-{p.method}")
+            start = self.uptrain(converted, p)
+            loss_start = (
+                loss_converted
+                if start == converted
+                else self.heldout(start, p.num_kv_heads, p.spec)
+            )
+            starts.append(start)
+            points.append(
+                {
+                    "point": p,
+                    "evals": [self._evals(start, p, 0)],
+                    "loss_converted": loss_converted,
+                    "loss_start": loss_start,
+                    "timing": self.time_decode(p.num_kv_heads),
+                }
+            )
+        if on_first_pass is not None and any(len(self.seeds(p)) > 1 for p in self.points):
+            on_first_pass(points)
+        for i, (p, start, point) in enumerate(zip(self.points, starts, points, strict=True), 1):
+            if len(self.seeds(p)) > 1:
+                self.print(f"== seeds of grid point {i}/{len(self.points)}: {p.spec}")
+            point["evals"] += [self._evals(start, p, s) for s in self.seeds(p)[1:]]
+        return points
+
+    def _evals(self, start: str, p: Point, seed: int) -> list:
+        return [
+            self.evaluate(self.finetune(start, p, t, seed), p, t, seed)
+            for t in self.r.finetune_tasks
+        ]
 
 
 def _kv_name(num_kv_heads: int, num_heads: int) -> str:
     if num_kv_heads == num_heads:
         return "mha"
     return "mqa" if num_kv_heads == 1 else f"gqa{num_kv_heads}"
+
+
+def _seed_suffix(seed: int) -> str:
+    return f"-seed{seed}" if seed else ""
+
+
+def _task_module(model_bindings: Sequence[str]) -> str | None:
+    """MIXTURE_OR_TASK_MODULE from the recipe's model bindings (where the recipes set it)."""
+    for b in model_bindings:
+        m = re.match(r"\s*MIXTURE_OR_TASK_MODULE\s*=\s*['\"](.+)['\"]\s*$", b)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _per_example_scores(d: pathlib.Path, metrics: dict, step: int | None) -> dict:
+    """Per-example headline scores of each evaluated task, from seqio's inference log."""
+    from tasks import metrics as metrics_lib
+
+    heads = tables.headline_metrics()
+    out = {}
+    for task in metrics:
+        path = d / f"{task}-{step or 0:06}.jsonl"
+        if task not in heads or not path.exists():
+            continue
+        rows = utils.read_jsonl(path)
+        targets = [r["target"] for r in rows]
+        predictions = [r.get("prediction", r.get("output")) for r in rows]
+        kind, values = metrics_lib.per_example(heads[task], targets, predictions)
+        out[task] = {"metric": heads[task], "kind": kind, "data": values.tolist()}
+    return out
 
 
 def _last(summary: dict) -> dict:
@@ -269,12 +398,18 @@ def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pipeline = Pipeline(recipe, out, print_fn)
+
+    def write(points: list[dict]) -> dict:
+        rows, found = results.summarise(points, recipe)
+        return tables.write_outputs(out, rows, recipe, found)
+
     with _compilation_cache(out / ".jax_cache"):
-        rows = pipeline.run()
-    table = tables.write_outputs(out, rows, recipe)
+        points = pipeline.run(on_first_pass=write)
+    table = write(points)
     print_fn(table["markdown"])
+    print_fn(table["findings_text"])
     print_fn(
-        f"summary: {len(rows)} rows, {len(pipeline.runner.ran)} stages run, "
+        f"summary: {len(points)} rows, {len(pipeline.runner.ran)} stages run, "
         f"{pipeline.runner.count - len(pipeline.runner.ran)} skipped, "
         f"{time.perf_counter() - t0:.0f}s; outputs in {out}"
     )
@@ -304,19 +439,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--gin_search_paths", action="append", default=[])
     parser.add_argument("--output_dir", default="runs/reproduce")
-    args = parser.parse_args(gin_utils.rewrite_gin_args(sys.argv[1:] if argv is None else argv))
+    parser.add_argument("--verbose", action="store_true", help="show known-harmless warnings")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    utils.setup_logging()
+    utils.setup_logging(args.verbose)
     paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
-    try:
-        gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
+
+    def body() -> None:
+        try:
+            gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
+        except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
+            msg = errors.one_line(str(e)) + gin_checks.did_you_mean(str(e))
+            raise errors.BadInput(f"gin: {msg}") from e
+        gin_checks.check_config(args.gin_bindings)
         recipe = gin.get_configurable(Recipe)()
         gin.clear_config()
-        run_recipe(recipe, args.output_dir)
-    except (stages.StageError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        try:
+            run_recipe(recipe, args.output_dir)
+        except stages.StageError as e:
+            raise errors.RunFailure(str(e)) from e
+
+    return errors.run_cli("gqa-t5-reproduce", body, argv, args.verbose)
 
 
 def console_main() -> None:

@@ -6,6 +6,8 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from gqa_t5 import utils
 
 # The paper's Table 1 (shared/PAPER.md): dev sets, T_infer in seconds per sample.
@@ -76,15 +78,48 @@ def make_row(
 
 
 def to_markdown(rows: Sequence[dict]) -> str:
-    """Table 1's columns: model, T_infer, Avg, then one column per task."""
+    """Table 1's columns with their uncertainty: T_infer median (IQR as % of the median),
+    held-out loss after conversion and at the fine-tuning start, Avg and each task's score
+    with the 95% bootstrap interval over eval examples, fine-tuning seeds (sd of Avg)."""
     tasks_ = list(dict.fromkeys(t for r in rows for t in r["scores"]))
-    head = ["model", "T_infer", "Avg"] + [SHORT_NAMES.get(t, t) for t in tasks_]
+    has_loss = any("heldout_loss" in r for r in rows)
+    head = ["model", "T_infer (IQR)"]
+    head += ["loss α=0", "loss"] if has_loss else []
+    head += ["Avg [95% CI]", "seeds (sd)"] + [SHORT_NAMES.get(t, t) for t in tasks_]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["model"], _fmt_time(r["t_infer"]), f"{r['avg']:.1f}"]
-        cells += [f"{r['scores'][t]:.1f}" if t in r["scores"] else "" for t in tasks_]
+        cells = [r["model"], _fmt_time_cell(r)]
+        if has_loss:
+            cells += [_fmt_loss(r.get("heldout_loss_converted")), _fmt_loss(r.get("heldout_loss"))]
+        cells += [_fmt_ci(r["avg"], r.get("avg_ci")), _fmt_seeds(r)]
+        cells += [
+            _fmt_ci(r["scores"][t], r.get("scores_ci", {}).get(t)) if t in r["scores"] else ""
+            for t in tasks_
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_ci(value: float, ci: Sequence[float] | None, digits: int = 1) -> str:
+    if ci is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _fmt_loss(loss: Mapping | None) -> str:
+    return "" if loss is None else _fmt_ci(loss["loss"], loss.get("ci"), 3)
+
+
+def _fmt_seeds(r: Mapping) -> str:
+    n, sd = r.get("finetune_seeds", 1), r.get("avg_seed_sd")
+    return f"{n} ({sd:.2f})" if sd is not None else str(n)
+
+
+def _fmt_time_cell(r: Mapping) -> str:
+    spread = r.get("t_infer_spread")
+    if not spread:
+        return _fmt_time(r["t_infer"])
+    return f"{_fmt_time(r['t_infer'])} ({100 * spread['iqr'] / spread['median']:.0f}%)"
 
 
 def paper_markdown() -> str:
@@ -100,31 +135,96 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds:.3g}" if seconds >= 0.01 else f"{seconds:.2e}"
 
 
-def figure_data(rows: Sequence[dict], figure_alpha: float) -> dict[str, dict]:
+def figure_data(rows: Sequence[dict], figure_alpha: float, what: str = "") -> dict[str, dict]:
     """The data of the three figures (each written as JSON beside its PNG)."""
     mqa = [r for r in rows if r["num_kv_heads"] == 1 and r["alpha"] == figure_alpha]
-    methods = {r["method"]: r["avg"] for r in mqa}
-    by_alpha: dict[str, dict[float, float]] = {}
+    by_alpha: dict[str, dict[float, dict]] = {}
     for r in rows:
         if r["method"] == "mean" and r["alpha"] is not None:
             kind = "MQA" if r["num_kv_heads"] == 1 else f"GQA-{r['num_kv_heads']}"
-            by_alpha.setdefault(f"{kind}-{r['size']}", {})[r["alpha"]] = r["avg"]
-    timing = {r["num_kv_heads"]: r["t_infer"] for r in rows}
+            by_alpha.setdefault(f"{kind}-{r['size']}", {})[r["alpha"]] = _point(r)
+    timing = {r["num_kv_heads"]: _time_point(r) for r in rows}
     return {
         "conversion_method": {
-            "title": f"MQA, alpha={figure_alpha:g}: Avg by conversion method",
-            "avg_by_method": methods,
+            "title": f"MQA, alpha={figure_alpha:g}, by conversion method{what}",
+            "avg_by_method": {r["method"]: _point(r) for r in mqa},
         },
         "uptraining_proportion": {
-            "title": "Avg by uptraining proportion alpha (mean pooling)",
+            "title": f"By uptraining proportion alpha (mean pooling){what}",
             "avg_by_alpha": {k: dict(sorted(v.items())) for k, v in by_alpha.items()},
-            "mha_avg": {r["size"]: r["avg"] for r in rows if r["point"] == "mha"},
+            "mha_avg": {r["size"]: _point(r) for r in rows if r["point"] == "mha"},
         },
         "groups_vs_time": {
-            "title": "Time per sample by number of groups G",
+            "title": "Greedy decode time per sample by G (median; bars: interquartile range)"
+            + _time_setup(rows),
             "seconds_per_sample_by_g": dict(sorted(timing.items())),
         },
     }
+
+
+def _time_setup(rows: Sequence[dict]) -> str:
+    s = rows[0].get("t_infer_setup") if rows else None
+    if not s:
+        return ""
+    reps = rows[0].get("t_infer_spread", {}).get("repeats")
+    return (
+        f"\n{rows[0]['size']}, random weights, batch {s['batch_size']}, {s['input_len']} -> "
+        f"{s['output_len']} tokens, {reps} repeats, {s['device']}"
+    )
+
+
+def _point(r: Mapping) -> dict:
+    """Avg and held-out loss of a row with their intervals (None where not measured)."""
+    loss = r.get("heldout_loss") or {}
+    return {"avg": r["avg"], "avg_ci": r.get("avg_ci"), "avg_seed_sd": r.get("avg_seed_sd"),
+            "loss": loss.get("loss"), "loss_ci": loss.get("ci")}  # fmt: skip
+
+
+def _time_point(r: Mapping) -> dict:
+    s = r.get("t_infer_spread") or {}
+    return {"median": r["t_infer"], "q1": s.get("q1"), "q3": s.get("q3"),
+            "repeats": s.get("repeats"), "ci": r.get("t_infer_ci")}  # fmt: skip
+
+
+def _errorbar(ax, xs, pts: Sequence[dict], key: str, **kw) -> None:
+    ys = [p[key] for p in pts]
+    cis = [p.get(f"{key}_ci") or (y, y) for p, y in zip(pts, ys, strict=True)]
+    err = [[y - c[0] for y, c in zip(ys, cis, strict=True)],
+           [c[1] - y for y, c in zip(ys, cis, strict=True)]]  # fmt: skip
+    ax.errorbar(xs, ys, yerr=err, capsize=4, marker="o", **kw)
+
+
+def honest_ylim(ax, lows: Sequence[float], highs: Sequence[float], min_span: float) -> None:
+    """Y-limits that hold every interval and span at least `min_span`: differences smaller
+    than the intervals then look small instead of filling the axis."""
+    lo, hi = min(lows), max(highs)
+    mid, span = (lo + hi) / 2, max(hi - lo, min_span) * 1.15
+    span = span or max(abs(mid) * 0.2, 1.0)  # every interval of zero width
+    ax.set_ylim(mid - span / 2, mid + span / 2)
+
+
+def _panel(ax, groups: Mapping[str, Mapping], key: str, ylabel: str, x_is_alpha: bool) -> bool:
+    """One measure (avg or loss) with 95% intervals; False if nothing was measured."""
+    lows, highs, widths = [], [], []
+    for i, (label, series) in enumerate(groups.items()):
+        pts = [p for p in series.values() if p.get(key) is not None]
+        if not pts:
+            continue
+        xs = [float(x) for x in series] if x_is_alpha else [i]
+        if x_is_alpha:  # dodge series sideways so their error bars do not hide each other
+            xs = [x + 0.01 * (i - (len(groups) - 1) / 2) * (max(xs) - min(xs) or 1) for x in xs]
+        kw = {"label": label} if x_is_alpha else {"linestyle": "none"}
+        _errorbar(ax, xs, pts, key, **kw)
+        for p in pts:
+            ci = p.get(f"{key}_ci") or (p[key], p[key])
+            lows.append(ci[0])
+            highs.append(ci[1])
+            widths.append(ci[1] - ci[0])
+    if not lows:
+        return False
+    honest_ylim(ax, lows, highs, 3 * max(widths))
+    ax.set_ylabel(ylabel)
+    return True
 
 
 def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Path]:
@@ -134,26 +234,38 @@ def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    avg_label, loss_label = "Avg score (95% CI, examples)", "held-out loss (95% CI)"
     written = []
     for name, d in data.items():
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        one = name == "groups_vs_time"
+        fig, axes = plt.subplots(1, 1 if one else 2, figsize=(5 if one else 9, 3.6), squeeze=False)
+        axes = axes[0]
         if name == "conversion_method":
-            ax.bar(list(d["avg_by_method"]), list(d["avg_by_method"].values()))
-            ax.set_ylabel("Avg score")
+            methods = {m: {0: p} for m, p in d["avg_by_method"].items()}
+            for ax, key, label in ((axes[0], "avg", avg_label), (axes[1], "loss", loss_label)):
+                if _panel(ax, methods, key, label, x_is_alpha=False):
+                    ax.set_xticks(range(len(methods)), list(methods))
+                    ax.set_xlabel("conversion method")
         elif name == "uptraining_proportion":
-            for label, series in d["avg_by_alpha"].items():
-                ax.plot(list(series), list(series.values()), marker="o", label=label)
-            for size, avg in d["mha_avg"].items():
-                ax.axhline(avg, linestyle="--", color="gray", label=f"MHA-{size}")
-            ax.set_xlabel("uptraining proportion alpha")
-            ax.set_ylabel("Avg score")
-            ax.legend()
+            for ax, key, label in ((axes[0], "avg", avg_label), (axes[1], "loss", loss_label)):
+                if _panel(ax, d["avg_by_alpha"], key, label, x_is_alpha=True):
+                    for size, p in d["mha_avg"].items():
+                        if p.get(key) is not None:
+                            ax.axhline(p[key], linestyle="--", color="gray", label=f"MHA-{size}")
+                    ax.set_xlabel("uptraining proportion alpha")
+                    ax.legend(fontsize=7)
         else:
+            ax = axes[0]
             g = d["seconds_per_sample_by_g"]
-            ax.plot([str(k) for k in g], list(g.values()), marker="o")
+            med = [p["median"] for p in g.values()]
+            q1 = [p["median"] if p["q1"] is None else p["q1"] for p in g.values()]
+            q3 = [p["median"] if p["q3"] is None else p["q3"] for p in g.values()]
+            err = [np.subtract(med, q1), np.subtract(q3, med)]
+            ax.errorbar([str(k) for k in g], med, yerr=err, capsize=4, marker="o")
+            ax.set_ylim(0, max(q3) * 1.15)
             ax.set_xlabel("G (key/value heads)")
-            ax.set_ylabel("seconds per sample")
-        ax.set_title(d["title"], fontsize=9)
+            ax.set_ylabel("seconds per sample (from 0)")
+        fig.suptitle(d["title"], fontsize=9)
         fig.tight_layout()
         png = out / f"{name}.png"
         tmp = out / f".{name}.tmp.png"
@@ -165,8 +277,12 @@ def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Pa
     return written
 
 
-def write_outputs(out: pathlib.Path, rows: Sequence[dict], recipe: Any) -> dict:
-    """table1.md / table1.json and the figures; returns {"rows", "markdown"}."""
+def write_outputs(
+    out: pathlib.Path, rows: Sequence[dict], recipe: Any, found: Mapping | None = None
+) -> dict:
+    """table1.md / table1.json, findings.json and the figures; returns the table JSON."""
+    from gqa_t5 import findings
+
     markdown = to_markdown(rows)
     (out / ".table1.md.tmp").write_text(markdown)
     (out / ".table1.md.tmp").replace(out / "table1.md")
@@ -176,5 +292,9 @@ def write_outputs(out: pathlib.Path, rows: Sequence[dict], recipe: Any) -> dict:
         for k, (t, a, s) in PAPER_TABLE1.items()
     }
     utils.write_json_atomic(out / "table1.json", table)
-    plot_figures(out, figure_data(rows, recipe.figure_alpha))
+    if found is not None:
+        table["findings_text"] = findings.to_text(found)
+        utils.write_json_atomic(out / "findings.json", {**found, "text": table["findings_text"]})
+    what = f"; {recipe.size} on {', '.join(recipe.finetune_tasks)}"
+    plot_figures(out, figure_data(rows, recipe.figure_alpha, what))
     return table

@@ -4,13 +4,13 @@
       --gin.MODEL_DIR="'/tmp/run'" --gin.MIXTURE_OR_TASK_NAME="'c4_v220_span_corruption'"
 
 Restarts resume from the latest checkpoint in MODEL_DIR (step, parameters, optimizer state,
-data position). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with
-an error naming the step and keeps the last good checkpoint.
+data position; on DATA_BACKEND = 'grain' the Grain iterator state, restored without
+replay). SIGTERM / SIGINT save a checkpoint and exit 0; a NaN/Inf loss stops with an error
+naming the step and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
-import linecache
 import logging
 import pathlib
 import sys
@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from gqa_t5 import checkpointing, data, optim, trainer, utils
+from gqa_t5 import checkpointing, data, errors, gin_checks, optim, trainer, utils
+from gqa_t5.checkpoints import orbax_params
 from gqa_t5.models import EncoderDecoderModel
 from gqa_t5.partitioning import Partitioner
 
@@ -60,17 +61,27 @@ def _initial_state(
     initial_checkpoint_path: str | None,
     cfg: data.DatasetConfig,
 ):
-    """(state, start step): the latest checkpoint, else INITIAL_CHECKPOINT_PATH, else init."""
+    """(state, start step, stored data position): the latest checkpoint, else
+    INITIAL_CHECKPOINT_PATH, else init."""
     latest = ckpt.latest_step()
     if latest is not None:
+        want = orbax_params.flatten(tr.abstract_params)
+        checkpointing.check_shapes_match(
+            checkpointing.runner_param_shapes(ckpt.directory / str(latest)),
+            {k: tuple(v.shape) for k, v in want.items()},
+            tr.model.config,
+            f"MODEL_DIR checkpoint {ckpt.directory / str(latest)}",
+        )
         state, data_state = ckpt.restore(latest, tr.abstract_state)
         data.check_resumable(data_state, cfg)
         logging.info("resumed from %s/%d", ckpt.directory, latest)
-        return state, latest
+        return state, latest, data_state
     if initial_checkpoint_path:
-        params = checkpointing.load_initial_params(initial_checkpoint_path, tr.abstract_params)
-        return tr.init_state(params), 0
-    return tr.init_state(), 0
+        params = checkpointing.load_initial_params(
+            initial_checkpoint_path, tr.abstract_params, tr.model.config
+        )
+        return tr.init_state(params), 0, None
+    return tr.init_state(), 0, None
 
 
 class _PendingMetrics:
@@ -161,14 +172,59 @@ def train(
     if total_steps < 0 or log_every < 1:
         raise ValueError(f"TRAIN_STEPS={total_steps} must be >= 0 and log_every >= 1")
     model_dir_path = pathlib.Path(model_dir).expanduser().absolute()
-    model_dir_path.mkdir(parents=True, exist_ok=True)
-    _write_config(model_dir_path)
+    # Validate everything cheap before MODEL_DIR exists: a bad task, vocabulary or path
+    # leaves nothing behind.
+    check_task_and_vocab(model, train_dataset_cfg)
+    errors.check_writable_parent(model_dir_path, "MODEL_DIR")
     tr = _setup(model, train_dataset_cfg, partitioner, optimizer, learning_rate_fn, seed)
-    ckpt = checkpointing.CheckpointManager(
-        model_dir_path / "checkpoints", checkpoint_period, keep_checkpoints
-    )
-    state, start = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
-    per_host = data.per_host_batch_size(train_dataset_cfg.batch_size)
+    resuming = checkpointing.runner_step_dir(model_dir_path) is not None
+    if initial_checkpoint_path and not resuming:
+        checkpointing.check_exists(initial_checkpoint_path)
+    keep = lambda: checkpointing.runner_step_dir(model_dir_path) is not None  # noqa: E731
+    with errors.removed_unless_kept(model_dir_path, keep=keep):
+        model_dir_path.mkdir(parents=True, exist_ok=True)
+        _write_config(model_dir_path)
+        for stale in sorted((model_dir_path / "checkpoints").glob("*.orbax-checkpoint-tmp*")):
+            logging.info("removing %s, a temporary left by an earlier killed run", stale)
+        ckpt = checkpointing.CheckpointManager(  # Orbax removes those temporaries
+            model_dir_path / "checkpoints", checkpoint_period, keep_checkpoints
+        )
+        return _train_loop(
+            tr,
+            ckpt,
+            model_dir_path,
+            train_dataset_cfg,
+            total_steps,
+            initial_checkpoint_path,
+            log_every,
+        )
+
+
+def check_task_and_vocab(model: EncoderDecoderModel, cfg: data.DatasetConfig):
+    """The task exists, its vocabulary loads, and VOCAB_SIZE covers it; returns the SeqIO task,
+    or on DATA_BACKEND = 'grain' the validated exports (`grain_data.open_exports`), TF-free."""
+    if cfg.backend == "grain":
+        exports = data.check_inputs(cfg)  # one vocabulary for all of them (checked there)
+        vocab = exports[0][0].vocabulary
+        errors.check_vocab_size(model.config.vocab_size, vocab.vocab_size, cfg.mixture_or_task_name)
+        return exports
+    task = data.get_task(cfg)
+    data.check_vocabularies(task)
+    sizes = [f.vocabulary.vocab_size for f in task.output_features.values()]
+    errors.check_vocab_size(model.config.vocab_size, max(sizes), task.name)
+    return task
+
+
+def _train_loop(
+    tr: trainer.Trainer,
+    ckpt: checkpointing.CheckpointManager,
+    model_dir_path: pathlib.Path,
+    train_dataset_cfg: data.DatasetConfig,
+    total_steps: int,
+    initial_checkpoint_path: str | None,
+    log_every: int,
+) -> dict[str, Any]:
+    state, start, data_state = _initial_state(tr, ckpt, initial_checkpoint_path, train_dataset_cfg)
     summary = {
         "model_dir": str(model_dir_path),
         "start_step": start,
@@ -179,8 +235,7 @@ def train(
     if start >= total_steps:
         logging.info("already at step %d >= TRAIN_STEPS=%d; nothing to do", start, total_steps)
         return summary
-    ds = data.get_dataset(train_dataset_cfg, num_epochs=None, skip_examples=start * per_host)
-    batches = data.numpy_batches(ds)
+    batches = data.train_batches(train_dataset_cfg, start, data_state)
     writer = utils.SummaryWriter(model_dir_path, enabled=jax.process_index() == 0)
     progress = utils.Progress(start, total_steps)
     pending = _PendingMetrics()
@@ -203,10 +258,10 @@ def train(
                 break
             if ckpt.due(step):
                 pending.fetch_checked()  # never save a state that followed a NaN/Inf step
-                ckpt.save(step, state, data.data_position(train_dataset_cfg, step))
+                ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches))
     pending.fetch_checked()
     if step not in ckpt.all_steps():
-        ckpt.save(step, state, data.data_position(train_dataset_cfg, step), force=True)
+        ckpt.save(step, state, data.data_position(train_dataset_cfg, step, batches), force=True)
     ckpt.close()
     writer.close()
     summary["step"] = step
@@ -229,33 +284,13 @@ def _write_config(model_dir: pathlib.Path) -> None:
         tmp.replace(model_dir / "config.gin")
 
 
-_USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError, SyntaxError, FloatingPointError)
-
-
-def _is_user_error(e: BaseException) -> bool:
-    """Whether `e` is a message meant for the user: raised by a `raise` in gqa_t5 or gin.
-
-    Those say what to do (bad paths, gin values, missing tasks, NaN); anything else (an
-    error inside a library, a TypeError from a bug) needs its traceback.
-    """
-    if not isinstance(e, _USER_ERRORS) or e.__traceback__ is None:
-        return False
-    import gin
-
-    tb = e.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    path = pathlib.Path(code.co_filename).resolve()
-    ours = (pathlib.Path(__file__).parent, pathlib.Path(gin.__file__).parent)
-    line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
-    return any(path.is_relative_to(d.resolve()) for d in ours) and line.startswith("raise")
+_PROGS = {"train": "gqa-t5-train", "evaluate": "gqa-t5-eval", "infer": "gqa-t5-infer"}
 
 
 def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
-    """Shared entry: parse t5x-style gin flags, run `fn` from gin, map errors to exit 1.
+    """Shared entry: parse t5x-style gin flags, check them, run `fn` from gin.
 
-    The project's own errors print one line; unexpected ones also log their traceback.
+    Exit codes and messages follow `gqa_t5.errors` (2 bad input, 1 runtime failure).
     """
     import argparse
 
@@ -267,29 +302,39 @@ def run_main(fn: Callable, argv: Sequence[str], description: str) -> int:
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--gin_search_paths", action="append", default=[])
     parser.add_argument("--coordinator_address", default=None)
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show known-harmless library warnings"
+    )
     args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
-    utils.setup_logging()
+    utils.setup_logging(args.verbose)
     paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
-    try:
+    prog = _PROGS.get(getattr(fn, "__name__", ""), "gqa-t5")
+
+    def body() -> int:
         if not args.gin_file:
-            raise ValueError(
+            raise errors.BadInput(
                 "no --gin_file given; e.g. --gin_file=models/t5_1_1/small.gin "
                 "--gin_file=runs/pretrain.gin"
             )
         partitioning.maybe_initialize_distributed(args.coordinator_address)
-        gin_utils.parse_gin(args.gin_file, args.gin_bindings, paths)
+        try:
+            gin_utils.parse_gin(args.gin_file, args.gin_bindings, paths)
+        except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
+            raise errors.BadInput(
+                f"gin: {errors.one_line(str(e))}{gin_checks.did_you_mean(str(e))} "
+                "(strings need quotes: --gin.NAME=\"'text'\")"
+            ) from e
+        gin_checks.check_config(args.gin_bindings)
         result = gin.get_configurable(fn)()
-    except Exception as e:
-        if not _is_user_error(e):
-            logging.exception("unexpected error (a bug, not a bad flag?)")
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"summary: {result}"
-        if not isinstance(result, dict)
-        else "summary: " + ", ".join(f"{k}={v}" for k, v in result.items() if k != "last_metrics")
-    )
-    return 0
+        print(
+            f"summary: {result}"
+            if not isinstance(result, dict)
+            else "summary: "
+            + ", ".join(f"{k}={v}" for k, v in result.items() if k != "last_metrics")
+        )
+        return 0
+
+    return errors.run_cli(prog, body, list(argv), args.verbose)
 
 
 def console_main() -> None:

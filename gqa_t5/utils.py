@@ -19,11 +19,24 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> pathlib.Path:
     """Write JSON to a temp file beside `path`, then rename: readers never see half a file."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_to_builtin) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
+    """Write text to a temp file beside `path`, then rename; the mode follows the umask.
+
+    (`mkstemp` creates files 0600, which other users could not read.)
+    """
+    from gqa_t5.errors import umask_mode
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_to_builtin)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -93,8 +106,12 @@ class SummaryWriter:
     def __init__(self, logdir: str | os.PathLike, enabled: bool = True):
         self._writer = None
         if enabled:
-            import tensorflow as tf
-            from tensorflow.core.framework import summary_pb2
+            try:
+                import tensorflow as tf
+                from tensorflow.core.framework import summary_pb2
+            except ImportError:  # a TF-free machine (Grain backend): JSON metrics only
+                logging.info("no TensorFlow: TensorBoard summaries off (JSON metrics written)")
+                return
 
             self._tf = tf
             self._meta = summary_pb2.SummaryMetadata(
@@ -148,9 +165,8 @@ class StopSignals:
             signal.signal(s, h)
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
-    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(verbose: bool = False) -> None:
+    """Progress lines on stderr; known-harmless warnings only with `verbose`."""
+    from gqa_t5.errors import setup_logging as _setup
+
+    _setup(verbose)

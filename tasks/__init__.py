@@ -3,31 +3,44 @@
 `import tasks` registers every task and the fine-tuning mixture with the default
 vocabulary and data directories; nothing is read until a dataset is requested.
 Call `tasks.register_tasks(...)` to point them at another vocabulary or data directory.
+
+Without TensorFlow or SeqIO (a TF-free machine reading Grain exports), `import tasks`
+registers nothing and only the TF-free modules are usable: `tasks.metrics`,
+`tasks.postprocess`, `tasks.kjv` (and `tasks.realtext`); `HAVE_SEQIO` says which.
 """
 
-from tasks import builtin  # noqa: F401  (registers the bundled-corpus tasks)
-from tasks.registry import (
-    ALL_TASKS,
-    ARXIV,
-    C4_SPAN_CORRUPTION,
-    CNN_DAILYMAIL,
-    FEATURE_LENGTHS,
-    FINETUNE_MIXTURE,
-    FINETUNE_TASKS,
-    HEADLINE_METRIC,
-    MEDIA_SUM,
-    MULTI_NEWS,
-    PUBMED,
-    TFDS_SPECS,
-    TRIVIA_QA,
-    WMT14_ENDE,
-    build_command,
-    missing_data,
-    output_features,
-    register_tasks,
-)
-from tasks.sources import DataNotFoundError
-from tasks.vocab import VocabularyNotFoundError, get_vocabulary, train_tiny_sentencepiece
+try:
+    import seqio  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    HAVE_SEQIO = True
+except ImportError:
+    HAVE_SEQIO = False
+
+if HAVE_SEQIO:
+    from tasks import builtin  # noqa: F401  (registers the bundled-corpus tasks)
+    from tasks.registry import (
+        ALL_TASKS,
+        ARXIV,
+        C4_SPAN_CORRUPTION,
+        CNN_DAILYMAIL,
+        FEATURE_LENGTHS,
+        FINETUNE_MIXTURE,
+        FINETUNE_TASKS,
+        HEADLINE_METRIC,
+        MEDIA_SUM,
+        MULTI_NEWS,
+        PUBMED,
+        TFDS_SPECS,
+        TRIVIA_QA,
+        WMT14_ENDE,
+        build_command,
+        missing_data,
+        output_features,
+        register_tasks,
+    )
+    from tasks.sources import DataNotFoundError
+    from tasks.vocab import VocabularyNotFoundError, get_vocabulary, train_tiny_sentencepiece
 
 __all__ = [
     "ALL_TASKS",
@@ -54,4 +67,5 @@ __all__ = [
     "train_tiny_sentencepiece",
 ]
 
-register_tasks()
+if HAVE_SEQIO:
+    register_tasks()

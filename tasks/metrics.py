@@ -103,3 +103,76 @@ def trivia_qa(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> d
         f1s.append(max(_token_f1(g, pred) for g in golds))
         ems.append(max(float(g == pred) for g in golds))
     return {"f1": 100 * float(np.mean(f1s)), "em": 100 * float(np.mean(ems))}
+
+
+# -- per-example scores (for bootstrap confidence intervals over eval examples) ----------
+def rouge_per_example(
+    targets: Sequence[str], predictions: Sequence[str], key: str = "rouge1"
+) -> np.ndarray:
+    """ROUGE F-measure x 100 of each example, as `rouge` scores them (their mean ~ `rouge`)."""
+    if len(targets) != len(predictions):
+        raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions.")
+    scorer = rouge_scorer.RougeScorer(rouge_types=[key], use_stemmer=False)
+    return np.array(
+        [
+            scorer.score(target=_prepare_summary(t), prediction=_prepare_summary(p))[key].fmeasure
+            * 100
+            for t, p in zip(targets, predictions, strict=True)
+        ]
+    )
+
+
+BLEU_STATS = ("sys_len", "ref_len", "correct1", "correct2", "correct3", "correct4",
+              "total1", "total2", "total3", "total4")  # fmt: skip
+
+
+def bleu_sentence_stats(
+    targets: Sequence[str] | Sequence[Sequence[str]], predictions: Sequence[str]
+) -> np.ndarray:
+    """[n, 10] BLEU sufficient statistics per sentence (BLEU_STATS); their sum gives `bleu`."""
+    if len(targets) != len(predictions):
+        raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions.")
+    scorer = sacrebleu.BLEU(tokenize="intl", smooth_method="exp", lowercase=False)
+    rows = []
+    for target, prediction in zip(targets, predictions, strict=True):
+        refs = [target] if isinstance(target, str) else list(target)
+        s = scorer.corpus_score([prediction], [[r] for r in refs])
+        rows.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
+    return np.array(rows, dtype=np.int64).reshape(-1, len(BLEU_STATS))
+
+
+def bleu_from_stats(stats: np.ndarray) -> float:
+    """Corpus BLEU x 100 from summed sufficient statistics [10], as `bleu` computes it."""
+    s = [int(v) for v in stats]
+    return float(
+        sacrebleu.BLEU.compute_bleu(
+            s[2:6], s[6:10], s[0], s[1], smooth_method="exp", smooth_value=0.0
+        ).score
+    )
+
+
+def trivia_qa_per_example(
+    targets: Sequence[Sequence[str]], predictions: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-example TriviaQA F1 and EM x 100 (their means are `trivia_qa`)."""
+    f1s, ems = [], []
+    for aliases, prediction in zip(targets, predictions, strict=True):
+        m = trivia_qa([aliases], [prediction])
+        f1s.append(m["f1"])
+        ems.append(m["em"])
+    return {"f1": np.array(f1s), "em": np.array(ems)}
+
+
+def per_example(
+    metric: str, targets: Sequence, predictions: Sequence[str]
+) -> tuple[str, np.ndarray]:
+    """('mean', scores [n]) or ('bleu', stats [n, 10]) for a headline metric name."""
+    if metric in ROUGE_KEYS:
+        return "mean", rouge_per_example(targets, predictions, metric)
+    if metric == "bleu":
+        return "bleu", bleu_sentence_stats(targets, predictions)
+    if metric in ("f1", "em"):
+        return "mean", trivia_qa_per_example(targets, predictions)[metric]
+    raise ValueError(
+        f"no per-example form of metric {metric!r}: use one of {[*ROUGE_KEYS, 'bleu', 'f1', 'em']}"
+    )

@@ -281,3 +281,25 @@ def test_fused_kernels_are_ignored_outside_decode_steps():
         np.testing.assert_allclose(g, want["decoder"]["layers_0"]["mlp"][name]["kernel"])
     q = got["decoder"]["layers_0"]["self_attention"]["query"]["kernel"]
     np.testing.assert_allclose(q, want["decoder"]["layers_0"]["self_attention"]["query"]["kernel"])
+
+
+def test_unfinished_beams_score_raw_log_probability_as_t5x():
+    """No beam reaches EOS: scores are the beams' log-probabilities, not divided by the
+    length penalty (t5x.decoding.beam_search returns live_logprobs), best first."""
+    V, L, W = 3, 2, 9  # 9 beams hold every length-2 sequence: the search is exhaustive
+    rng = np.random.default_rng(0)
+    table_VV = rng.standard_normal((V, V))  # next-token logits given the current token
+    logp_VV = table_VV - np.log(np.exp(table_VV).sum(axis=1, keepdims=True))  # float64
+
+    def tokens_to_logits(tokens, cache):
+        return jnp.asarray(table_VV, jnp.float32)[tokens[:, 0]], cache
+
+    seqs, scores = decoding.beam_search(
+        tokens_to_logits, jnp.zeros((W, 1)), 1, W, L, eos_id=-1, start_id=0, alpha=0.6
+    )
+    expected = sorted(
+        ((logp_VV[0, a] + logp_VV[a, b], (a, b)) for a in range(V) for b in range(V)),
+        reverse=True,
+    )
+    np.testing.assert_allclose(np.asarray(scores)[0], [e[0] for e in expected], rtol=1e-5)
+    assert [tuple(s) for s in np.asarray(seqs)[0]] == [e[1] for e in expected]

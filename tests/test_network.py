@@ -179,6 +179,7 @@ def test_packed_examples_match_separate_examples():
         (dict(num_heads=0), "num_heads must be >= 1, got 0"),
         (dict(num_decoder_layers=0), "num_decoder_layers must be >= 1"),
         (dict(attention_impl="flash"), "attention_impl='flash'"),
+        (dict(decode_kernel="triton"), "decode_kernel='triton'"),
     ],
 )
 def test_invalid_config_raises_before_compiling(overrides, message):

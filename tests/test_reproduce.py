@@ -39,6 +39,13 @@ def _recipe(**kw) -> reproduce.Recipe:
         time_batch_size=2,
         time_lengths=(16, 4),
         time_repeats=1,
+        finetune_seeds=2,
+        seed_points=("mha",),
+        heldout_task="kjv_span_corruption",
+        heldout_lengths={"inputs": 128, "targets": 32},
+        heldout_examples=12,
+        heldout_batch_size=8,
+        bootstrap_samples=200,
     )
     return reproduce.Recipe(**{**base, **kw})
 
@@ -62,11 +69,33 @@ def test_rows_match_grid_and_stage_outputs(first_run):
     saved = json.loads((out / "table1.json").read_text())
     assert [r["point"] for r in saved["rows"]] == list(GRID)
     md = (out / "table1.md").read_text().splitlines()
-    assert md[0] == "| model | T_infer | Avg | Modernize (BLEU) |" and len(md) == 2 + len(GRID)
+    assert md[0] == (
+        "| model | T_infer (IQR) | loss α=0 | loss | Avg [95% CI] | seeds (sd) | Modernize (BLEU) |"
+    )
+    assert len(md) == 2 + len(GRID)
     for row in table["rows"]:
-        # The table's numbers are the eval stage's metrics.json and the time stage's result.
-        ev = json.loads((out / "tiny/eval" / row["point"] / TASK / "metrics.json").read_text())
-        assert row["scores"][TASK] == ev["metrics"][TASK]["bleu"] == row["avg"]
+        # The table's numbers are the eval stages' metrics.json (mean over fine-tuning seeds)
+        # and the time stage's result.
+        seeds = ["", "-seed1"] if row["point"] == "mha" else [""]
+        bleus = [
+            json.loads(
+                (out / "tiny/eval" / row["point"] / f"{TASK}{s}" / "metrics.json").read_text()
+            )["metrics"][TASK]["bleu"]
+            for s in seeds
+        ]
+        assert row["finetune_seeds"] == len(seeds)
+        assert row["scores_by_seed"][TASK] == pytest.approx(bleus, abs=1e-9)
+        assert (
+            row["scores"][TASK] == pytest.approx(np.mean(bleus))
+            and row["avg"] == row["scores"][TASK]
+        )
+        lo, hi = row["avg_ci"]
+        assert lo <= row["avg"] <= hi
+        # Held-out loss: summed NLL over summed tokens of the stage's per-example file.
+        stage = "mha-mean" if row["point"] == "mha" else row["point"]
+        pe = json.loads((out / "tiny/heldout" / stage / "per_example.json").read_text())
+        assert len(pe["nll"]) == 12
+        assert row["heldout_loss"]["loss"] == pytest.approx(sum(pe["nll"]) / sum(pe["targets"]))
         kv = "mha" if row["point"] == "mha" else "mqa"
         timing = json.loads((out / "tiny/time" / kv / stages.DONE).read_text())["result"]
         assert row["t_infer"] == pytest.approx(timing["seconds_per_batch"][0] / 2)
@@ -75,6 +104,10 @@ def test_rows_match_grid_and_stage_outputs(first_run):
         assert json.loads((out / f"{name}.json").read_text())["title"]
     g = json.loads((out / "groups_vs_time.json").read_text())["seconds_per_sample_by_g"]
     assert sorted(g) == ["1", "4"]
+    found = json.loads((out / "findings.json").read_text())
+    assert [f["finding"] for f in found["findings"]] == [1, 2, 3, 4]
+    assert found["findings"][0]["verdict"] == "not measured"  # no first/random in this grid
+    assert found["text"] in "\n".join(first_run[2])
 
 
 def test_uptrain_steps_and_mean_conversion_of_the_pretrained_checkpoint(first_run):
@@ -154,13 +187,25 @@ def test_markdown_and_figure_data_from_rows():
         for s in ("mha", "mqa-mean-0.05", "mqa-first-0.05", "gqa8-mean-0")
     ]
     assert rows[0]["avg"] == 40.0 and rows[0]["method"] is None
+    rows[1].update(avg_ci=[38.25, 41.5], finetune_seeds=3, avg_seed_sd=0.125)
+    rows[1]["t_infer_spread"] = {"median": 0.25, "iqr": 0.05}
     md = tables.to_markdown(rows).splitlines()
-    assert md[0] == "| model | T_infer | Avg | Summarize (R1) | ClozeQA (F1) |"
-    assert md[2] == "| MHA-XXL | 0.25 | 40.0 | 30.0 | 50.0 |"
+    assert (
+        md[0]
+        == "| model | T_infer (IQR) | Avg [95% CI] | seeds (sd) | Summarize (R1) | ClozeQA (F1) |"
+    )
+    assert md[2] == "| MHA-XXL | 0.25 | 40.0 | 1 | 30.0 | 50.0 |"
+    assert (
+        md[3]
+        == "| MQA-XXL (mean, α=0.05) | 0.25 (20%) | 40.0 [38.2, 41.5] | 3 (0.12) | 30.0 | 50.0 |"
+    )
     assert md[5].startswith("| GQA-8-XXL (mean, α=0) |")
     data = tables.figure_data(rows, 0.05)
-    assert data["conversion_method"]["avg_by_method"] == {"mean": 40.0, "first": 40.0}
-    assert data["uptraining_proportion"]["avg_by_alpha"] == {
+    avg = {m: p["avg"] for m, p in data["conversion_method"]["avg_by_method"].items()}
+    assert avg == {"mean": 40.0, "first": 40.0}
+    assert data["conversion_method"]["avg_by_method"]["mean"]["avg_ci"] == [38.25, 41.5]
+    by_alpha = data["uptraining_proportion"]["avg_by_alpha"]
+    assert {k: {a: p["avg"] for a, p in v.items()} for k, v in by_alpha.items()} == {
         "MQA-XXL": {0.05: 40.0},
         "GQA-8-XXL": {0.0: 40.0},
     }
@@ -170,6 +215,36 @@ def test_markdown_and_figure_data_from_rows():
     assert paper[3] == "| MHA-XXL | 1.51 | 47.2 | 43.8 | 45.6 | 47.5 | 36.4 | 46.9 | 28.4 | 81.9 |"
 
 
+def test_bad_seed_settings_fail_before_any_stage(tmp_path):
+    with pytest.raises(ValueError, match=r"not in points: \['gqa2-mean-0.05'\]"):
+        reproduce.Pipeline(_recipe(seed_points=("gqa2-mean-0.05",)), tmp_path)
+    with pytest.raises(ValueError, match="finetune_seeds=0 must be >= 1"):
+        reproduce.Pipeline(_recipe(finetune_seeds=0), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_recipe_is_a_frozen_dataclass():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _recipe().size = "x"
+
+
+def test_gin_include_works_with_a_runs_directory_in_the_working_directory(tmp_path, monkeypatch):
+    # `runs/` in the working directory (the default --output_dir=runs/reproduce) is a
+    # namespace package; gin's package reader used to crash on it for includes of 'runs/...'.
+    import importlib
+
+    from gqa_t5 import gin_utils
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert importlib.util.find_spec("runs").origin is None
+    bindings = ["MODEL_DIR = '/x'", "MIXTURE_OR_TASK_NAME = 'x'", "TASK_FEATURE_LENGTHS = {}",
+                "INITIAL_CHECKPOINT_PATH = 'x'"]  # fmt: skip
+    # Without the guard this raises TypeError (os.path.dirname(None)) inside gin.
+    gin_utils.parse_gin(["models/t5_1_1/tiny.gin", "runs/uptrain.gin"], bindings, finalize=False)
+    import gin
+
+    assert gin.query_parameter("%BATCH_SIZE") == 2048  # from runs/uptrain.gin's include chain
+    gin.clear_config()

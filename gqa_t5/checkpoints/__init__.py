@@ -9,6 +9,7 @@ than a tensor or two in memory.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,28 @@ def detect_format(path: str | os.PathLike) -> str:
         return "gqa_t5" if "params" in top else "t5x_orbax"
     if "checkpoint" in names:
         return "t5x"
+    if "state" in names and (p / "state").is_dir():  # a t5x step directory, checkpoint_N/
+        inner = {c.name for c in (p / "state").iterdir()}
+        if "_METADATA" in inner:
+            return "t5x_orbax"
+        if "checkpoint" in inner:
+            return "t5x"
+    steps = sorted(
+        (int(n.rsplit("_", 1)[1]) for n in names if re.fullmatch(r"checkpoint_\d+", n)),
+    )
+    if steps:
+        raise CheckpointError(
+            f"{p} is a t5x run directory (steps {steps[:3]}{' ...' if len(steps) > 3 else ''}); "
+            f"pass one step directory, e.g. --input {p / f'checkpoint_{steps[-1]}'}"
+        )
     raise CheckpointError(_unknown(p))
 
 
 def _unknown(p: Path) -> str:
     return (
-        f"{p}: not a recognised checkpoint. Expected a t5x checkpoint directory (msgpack "
-        f"'checkpoint' + zarr arrays, or Orbax '_METADATA'), a Mesh-TF checkpoint "
+        f"{p}: not a recognised checkpoint. Expected a t5x step directory 'checkpoint_N' "
+        f"(msgpack 'checkpoint' + zarr arrays, or '_CHECKPOINT_METADATA' + Orbax 'state/'), "
+        f"a Mesh-TF checkpoint "
         f"('model.ckpt-N.index' + data shards), a HuggingFace T5 directory "
         f"('model.safetensors' or 'model.safetensors.index.json' + 'config.json'), or a "
         f"gqa-t5 Orbax checkpoint; or pass --format explicitly"

@@ -9,9 +9,11 @@ Lazy leaves are recorded as `np.ndarray`, so stock Orbax restores them unchanged
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,10 @@ class _SequentialLazyHandler(type_handlers.NumpyHandler):
             del array
 
 
-def _registry(on_written) -> Any:
+def lazy_type_handler_registry(
+    on_written: Callable[[str, np.ndarray], None] | None = None,
+) -> Any:
+    """Orbax's default type handlers plus one that writes `LazyArray` leaves in turn."""
     return handler_registry.create_type_handler_registry(
         *handler_registry._DEFAULT_TYPE_HANDLERS,
         (LazyArray, _SequentialLazyHandler(on_written)),
@@ -99,7 +104,7 @@ def save_params(
     params: Mapping[str, Any],
     *,
     overwrite: bool = False,
-    extra_files: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, str | Callable[[], str]] | None = None,
     on_written: Callable[[str, np.ndarray], None] | None = None,
 ) -> Path:
     """Write `{"params": params}` as an Orbax checkpoint at `path`, atomically.
@@ -107,7 +112,8 @@ def save_params(
     Args:
       params: nested dict of arrays or `LazyArray`s (stored as float32).
       overwrite: replace an existing `path`; otherwise an existing path is an error.
-      extra_files: file name -> text, written inside the checkpoint before it is published.
+      extra_files: file name -> text (or a function giving it, called once every tensor is
+        written), written inside the checkpoint before it is published.
       on_written: called with (leaf name, array) after each lazy leaf is written.
     """
     path = Path(path).absolute()
@@ -117,7 +123,8 @@ def save_params(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tree = {"params": _map_nested(_as_float32, params)}
     try:
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=_registry(on_written))
+        registry = lazy_type_handler_registry(on_written)
+        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
         with ocp.Checkpointer(handler) as ckptr:
             ckptr.save(tmp / "ckpt", args=ocp.args.PyTreeSave(tree))
         # Orbax publishes into its own directory; move its contents to the temp root.
@@ -125,7 +132,7 @@ def save_params(
             child.rename(tmp / child.name)
         (tmp / "ckpt").rmdir()
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(text() if callable(text) else text)
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)
@@ -186,12 +193,41 @@ def _restore_partial(path: Path, item: dict) -> dict:
         )
 
 
-def restore_params(path: str | os.PathLike) -> dict:
-    """The nested params dict of a checkpoint written by `save_params`, as NumPy arrays."""
+def checksum(array: np.ndarray) -> str:
+    """CRC-32 of a tensor's float32 bytes (C order), as recorded in conversion.json."""
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    return f"crc32:{zlib.crc32(memoryview(data).cast('B')):08x}"
+
+
+def restore_params(path: str | os.PathLike, verify: bool = True) -> dict:
+    """The nested params dict of a checkpoint written by `save_params`, as NumPy arrays.
+
+    With `verify`, tensors are checked against the checksums in `conversion.json` (if any).
+    """
     path = Path(path).absolute()
     shapes = param_shapes(path)
     item = {"params": unflatten({k: np.zeros((), np.float32) for k in shapes})}
-    return _map_nested(np.asarray, _restore_partial(path, item)["params"])
+    params = _map_nested(np.asarray, _restore_partial(path, item)["params"])
+    if verify:
+        verify_checksums(path, params)
+    return params
+
+
+def verify_checksums(path: Path, params: Mapping[str, Any]) -> None:
+    """CheckpointError naming the first tensor whose checksum differs from conversion.json."""
+    from gqa_t5.checkpoints import CheckpointError
+
+    record = Path(path) / RECORD_NAME
+    if not record.is_file():
+        return
+    want = json.loads(record.read_text()).get("checksums") or {}
+    for name, array in flatten(params).items():
+        if name in want and checksum(array) != want[name]:
+            raise CheckpointError(
+                f"{path}: tensor {name} does not match its checksum in {RECORD_NAME} "
+                f"({checksum(array)} != {want[name]}); the checkpoint is corrupt, convert it "
+                "again"
+            )
 
 
 def restore_leaf(path: str | os.PathLike, keys: tuple[str, ...]) -> np.ndarray:

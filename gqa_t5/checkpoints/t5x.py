@@ -62,6 +62,8 @@ class T5xLegacyReader(Reader):
     def __init__(self, path):
         super().__init__(path)
         ckpt_file = self.path if self.path.is_file() else self.path / "checkpoint"
+        if not ckpt_file.exists() and (self.path / "state" / "checkpoint").exists():
+            ckpt_file = self.path / "state" / "checkpoint"  # t5x's checkpoint_N/state/
         root = str(ckpt_file.parent.absolute())
         try:
             contents = serialization.msgpack_restore(ckpt_file.read_bytes())
@@ -87,6 +89,9 @@ class T5xLegacyReader(Reader):
                 arr = np.asarray(leaf)
                 self.add(name, arr.shape, lambda a=arr: a)
         self.hints = {"logits_via_embedding": "decoder/logits_dense/kernel" not in self.shapes()}
+        step = optimizer.get("state", {}).get("step") if isinstance(optimizer, dict) else None
+        if step is not None and not _is_ts_spec(step):
+            self.hints["step"] = int(np.asarray(step))
 
 
 class OrbaxTreeReader(Reader):
@@ -94,6 +99,8 @@ class OrbaxTreeReader(Reader):
 
     def __init__(self, path):
         super().__init__(path)
+        if (self.path / "state" / "_METADATA").exists():  # t5x's checkpoint_N/ step directory
+            self.path = self.path / "state"
         try:
             top = orbax_params.tree_keys(self.path)
         except Exception as e:
@@ -118,3 +125,8 @@ class OrbaxTreeReader(Reader):
             keys = (*root, *name.split("/"))
             self.add(name, shape, lambda k=keys: orbax_params.restore_leaf(self.path, k))
         self.hints = {"logits_via_embedding": "decoder/logits_dense/kernel" not in shapes}
+        if root == ("target",) and "state" in top:
+            try:
+                self.hints["step"] = int(orbax_params.restore_leaf(self.path, ("state", "step")))
+            except Exception:  # no step saved: the caller falls back to step 0
+                pass

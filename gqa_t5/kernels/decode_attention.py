@@ -1,0 +1,267 @@
+"""Split-K ("flash-decoding") grouped-query attention for one decode step.
+
+One query token per batch row against a [B, K, S, H] cache. Each program of the grid
+(B, K, splits) reads one key/value head's slice of S once, for all G query heads of its
+group (a [G, H] x [H, block] product per block of keys), keeps a float32 running max,
+denominator and output, and writes them; a small XLA step combines the splits.
+
+Semantics are those of `layers.cached_decode_attention` (the XLA reference): logits in
+float32, plus an optional per-head bias row (T5's relative position bias in
+self-attention), plus -1e10 where the key mask is 0, softmax, weights cast to the cache
+dtype, weighted sum. A row whose keys are all masked averages every key, as the
+reference does, and stays finite. Keys past a row's last unmasked key are never read
+(they would get weight exactly 0): self-attention reads only positions <= the step's.
+
+      B batch  N query heads  K key/value heads  G query heads per K head  S keys  H head
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+NEG_INF = -1e10  # as layers.NEG_INF: the reference's additive mask
+IMPLEMENTATIONS = ("auto", "xla", "pallas", "interpret")
+# What "auto" becomes off-GPU. Tests set it to "interpret" to run the Pallas kernel
+# through the model on CPU.
+OFF_GPU = "xla"
+# Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
+# --kernel_params). num_splits None: chosen by `_plan`.
+TUNING: dict[str, Any] = {"block_k": 64, "num_splits": None, "num_warps": 4, "num_stages": 2}
+
+
+def set_tuning(**params: Any) -> None:
+    """Override the GPU launch parameters (block_k, num_splits, num_warps, num_stages)."""
+    unknown = set(params) - set(TUNING)
+    if unknown:
+        raise ValueError(
+            f"unknown decode-kernel parameters {sorted(unknown)}; use {sorted(TUNING)}"
+        )
+    TUNING.update(params)
+
+
+def resolve(implementation: str) -> str:
+    """'auto' is the Pallas kernel on GPU and OFF_GPU (the XLA path) elsewhere."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"decode attention implementation {implementation!r}; use one of {IMPLEMENTATIONS}"
+        )
+    if implementation != "auto":
+        return implementation
+    return "pallas" if jax.default_backend() == "gpu" else OFF_GPU
+
+
+def grouped_decode_attention(
+    q_BNH: jax.Array,
+    k_BKSH: jax.Array,
+    v_BKSH: jax.Array,
+    *,
+    key_mask: jax.Array | None = None,
+    bias_NS: jax.Array | None = None,
+    implementation: str = "auto",
+) -> jax.Array:
+    """Attention of one query token per row over a K-head cache; returns [B, N, H].
+
+    Args:
+      key_mask: [B or 1, S], nonzero = attend (encoder padding; causal positions).
+      bias_NS: [N, S] additive float bias shared by every row (relative positions).
+      implementation: "auto", "xla", "pallas" (GPU) or "interpret".
+    """
+    B, N, H = q_BNH.shape
+    _, K, S, _ = k_BKSH.shape
+    if N % K or k_BKSH.shape != (B, K, S, H) or v_BKSH.shape != k_BKSH.shape:
+        raise ValueError(
+            f"decode attention shapes: q {q_BNH.shape}, k {k_BKSH.shape}, v {v_BKSH.shape}; "
+            "need q [B, N, H] and k, v [B, K, S, H] with K dividing N"
+        )
+    if key_mask is not None and (key_mask.ndim != 2 or key_mask.shape[1] != S):
+        raise ValueError(f"key_mask must be [B or 1, S={S}], got {key_mask.shape}")
+    if bias_NS is not None and bias_NS.shape != (N, S):
+        raise ValueError(f"bias_NS must be [N={N}, S={S}], got {bias_NS.shape}")
+    impl = resolve(implementation)
+    if impl == "xla":
+        return reference(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS)
+    return _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, impl == "interpret")
+
+
+def decode_step(q_BNH, k_BKSH, v_BKSH, bias, mask) -> jax.Array | None:
+    """The kernel ("auto") for a decode step's [1, N, 1, S] bias and [B or 1, 1, 1, S]
+    mask (layers' shapes), or None where the kernel does not take them: a per-head mask,
+    a per-row bias, or on GPU a shape Triton cannot tile; the caller then runs XLA.
+    """
+    B, S = k_BKSH.shape[0], k_BKSH.shape[2]
+    if mask is not None and (mask.ndim != 4 or mask.shape[1:] != (1, 1, S)):
+        return None
+    if mask is not None and mask.shape[0] not in (1, B):
+        return None
+    if bias is not None and (bias.ndim != 4 or bias.shape[0] != 1 or bias.shape[2:] != (1, S)):
+        return None
+    if resolve("auto") == "pallas" and not supported_on_gpu(q_BNH, k_BKSH):
+        return None
+    return grouped_decode_attention(
+        q_BNH,
+        k_BKSH,
+        v_BKSH,
+        key_mask=None if mask is None else mask[:, 0, 0, :],
+        bias_NS=None if bias is None else bias[0, :, 0, :],
+    )
+
+
+def reference(q_BNH, k_BKSH, v_BKSH, key_mask=None, bias_NS=None) -> jax.Array:
+    """The XLA path the model uses without the kernel (layers.cached_decode_attention)."""
+    from gqa_t5 import layers  # a module-level import would be circular
+
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    bias = None if bias_NS is None else bias_NS[None, :, None, :]
+    return layers.cached_decode_attention(q_BNH, k_BKSH, v_BKSH, bias, mask)
+
+
+def supported_on_gpu(q_BNH: jax.Array, k_BKSH: jax.Array) -> bool:
+    """Shapes the Triton kernel takes: power-of-two head dim and S a multiple of 16."""
+    H, S = q_BNH.shape[-1], k_BKSH.shape[2]
+    return H >= 16 and H & (H - 1) == 0 and S % 16 == 0
+
+
+def _pow2_at_least(n: int, least: int) -> int:
+    p = least
+    while p < n:
+        p *= 2
+    return p
+
+
+def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
+    """(block_k, num_splits): blocks that divide S, splits that fill the GPU.
+
+    Enough splits for ~4 programs per multiprocessor (132 on an H100 / H200), but no
+    more than keep the float32 partial outputs (splits * Gp * H * 4 bytes per row and
+    head) under an eighth of the K/V bytes they summarize (S * H * 4).
+    """
+    block_k = TUNING["block_k"]
+    while S % block_k and block_k > (1 if interpret else 16):
+        block_k //= 2
+    if S % block_k:
+        raise ValueError(f"decode kernel needs S={S} divisible by a block of >= 16 keys")
+    blocks = S // block_k
+    fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
+    splits = TUNING["num_splits"] or min(fill, max(1, S // (8 * Gp)))
+    splits = max(1, min(splits, blocks))
+    while blocks % splits:
+        splits -= 1
+    return block_k, splits
+
+
+def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Array:
+    from jax.experimental import pallas as pl
+
+    B, N, H = q_BNH.shape
+    _, K, S, _ = k_BKSH.shape
+    G = N // K
+    Gp = _pow2_at_least(G, 16)  # the matrix units need >= 16 rows; padding rows are 0
+    block_k, splits = _plan(B, K, S, Gp, interpret)
+    split_len = S // splits
+    q = jnp.pad(q_BNH.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
+    q = q.astype(k_BKSH.dtype)
+    if key_mask is None:
+        key_mask = jnp.ones((1, S), jnp.int8)
+    key_mask = (key_mask != 0).astype(jnp.int8)
+    # Keys a row must visit: up to its last unmasked key; all of them when none is
+    # unmasked (the reference then averages every key).
+    last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
+    kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
+    Bm = key_mask.shape[0]
+    sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+    in_specs = [
+        pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
+        pl.BlockSpec((sq, sq, Gp, H), lambda b, k, s: (b, k, 0, 0)),
+        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((sq, split_len), lambda b, k, s: (b if Bm > 1 else 0, s)),
+    ]
+    args = [kv_len, q, k_BKSH, v_BKSH, key_mask]
+    if bias_NS is not None:
+        bias = bias_NS.astype(jnp.float32).reshape(K, G, S)
+        args.append(jnp.pad(bias, ((0, 0), (0, Gp - G), (0, 0))))
+        in_specs.append(pl.BlockSpec((sq, Gp, split_len), lambda b, k, s: (k, 0, s)))
+    out_shape = [
+        jax.ShapeDtypeStruct((B, K, splits, Gp, H), jnp.float32),
+        jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
+        jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
+    ]
+    out_specs = [
+        pl.BlockSpec((sq, sq, sq, Gp, H), lambda b, k, s: (b, k, s, 0, 0)),
+        pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
+    ]
+    kernel = functools.partial(
+        _kernel, block_k=block_k, split_len=split_len, has_bias=bias_NS is not None
+    )
+    o, m, den = pl.pallas_call(
+        kernel,
+        grid=(B, K, splits),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        compiler_params=None if interpret else _triton_params(),
+        interpret=interpret,
+        name="gqa_decode_attention",
+    )(*args)
+    # Combine the splits (float32). Splits past a row's keys have a denominator of 0 and m at the
+    # float32 minimum, so they weigh exp(-huge) = 0; the first split always has keys.
+    m_all = jnp.max(m, axis=2, keepdims=True)
+    w = jnp.exp(m - m_all)
+    denom = jnp.sum(den * w, axis=2)
+    out = jnp.sum(o * w[..., None], axis=2) / denom[..., None]
+    return out[:, :, :G].reshape(B, N, H).astype(q_BNH.dtype)
+
+
+def _triton_params():
+    from jax.experimental.pallas import triton as plgpu
+
+    cls = getattr(plgpu, "CompilerParams", None) or plgpu.TritonCompilerParams
+    return cls(num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
+
+
+def _kernel(len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, has_bias):
+    """One (row, key/value head, split): online softmax over its blocks of keys."""
+    from jax.experimental import pallas as pl
+
+    bias_ref = refs[0] if has_bias else None
+    o_ref, m_ref, l_ref = refs[-3:]
+    start = pl.program_id(2) * split_len
+    n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
+    n_blocks = pl.cdiv(n_keys, block_k)
+    q = q_ref[...]
+    Gp, H = q.shape
+    dims = (((1,), (1,)), ((), ()))  # q [Gp, H] . k [block, H] -> [Gp, block]
+
+    def body(i, carry):
+        o, m, den = carry
+        keys = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
+        k = k_ref[keys, :]
+        s = lax.dot_general(q, k, dims, preferred_element_type=jnp.float32)
+        if has_bias:
+            s = s + bias_ref[:, keys]
+        s = s + jnp.where(mask_ref[keys] != 0, 0.0, NEG_INF).astype(jnp.float32)[None, :]
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        correction = jnp.exp(m - m_new)
+        p = jnp.exp(s - m_new[:, None])
+        den = correction * den + jnp.sum(p, axis=1)
+        v = v_ref[keys, :]
+        pv = lax.dot_general(
+            p.astype(v.dtype), v, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+        )
+        return correction[:, None] * o + pv, m_new, den
+
+    init = (
+        jnp.zeros((Gp, H), jnp.float32),
+        jnp.full((Gp,), jnp.finfo(jnp.float32).min, jnp.float32),
+        jnp.zeros((Gp,), jnp.float32),
+    )
+    o, m, den = lax.fori_loop(0, n_blocks, body, init)
+    o_ref[...] = o
+    m_ref[...] = m
+    l_ref[...] = den

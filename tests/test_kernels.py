@@ -1,0 +1,154 @@
+"""Pallas kernels in interpret mode against the XLA path and a float64 NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_network import random_batch, tiny_config
+
+from gqa_t5.kernels import decode_attention as da
+from gqa_t5.models import EncoderDecoderModel
+
+
+@pytest.fixture
+def tuning():
+    """Restore the kernel's launch parameters after a test changes them."""
+    saved = dict(da.TUNING)
+    yield da.set_tuning
+    da.TUNING.clear()
+    da.TUNING.update(saved)
+
+
+def numpy_decode_attention(q, k, v, key_mask=None, bias=None):
+    """float64 reference: softmax(q.k + bias, masked keys out) . v; no valid key: mean of v."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    B, N, H = q.shape
+    K, S = k.shape[1], k.shape[2]
+    G = N // K
+    out = np.zeros((B, N, H))
+    mask = np.ones((B, S), bool) if key_mask is None else np.broadcast_to(key_mask != 0, (B, S))
+    for b in range(B):
+        for n in range(N):
+            kk, vv = k[b, n // G], v[b, n // G]
+            if not mask[b].any():  # the XLA path's -1e10 makes every key equal
+                out[b, n] = vv.mean(0)
+                continue
+            s = kk @ q[b, n] + (0 if bias is None else np.asarray(bias, np.float64)[n])
+            s = np.where(mask[b], s, -np.inf)
+            w = np.exp(s - s.max())
+            out[b, n] = (w / w.sum()) @ vv
+    return out
+
+
+def _inputs(seed, B, N, K, S, H, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    q = jnp.asarray(rng.normal(size=(B, N, H)), dtype)
+    k = jnp.asarray(rng.normal(size=(B, K, S, H)), dtype)
+    v = jnp.asarray(rng.normal(size=(B, K, S, H)), dtype)
+    mask = np.ones((B, S), np.int32)
+    mask[0, S // 3 :] = 0  # a padded row: later splits hold no valid key
+    mask[-1] = 0  # an empty row
+    return q, k, v, jnp.asarray(mask)
+
+
+def _rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("K", [8, 4, 1])  # G = 1 (multi-head), 2, N (multi-query)
+def test_cross_attention_kernel_matches_xla_and_float64(K, tuning):
+    tuning(block_k=8, num_splits=4)  # several splits per row, some past the padding
+    q, k, v, mask = _inputs(K, B=3, N=8, K=K, S=64, H=16)
+    got = da.grouped_decode_attention(q, k, v, key_mask=mask, implementation="interpret")
+    xla = da.grouped_decode_attention(q, k, v, key_mask=mask, implementation="xla")
+    want = numpy_decode_attention(q, k, v, np.asarray(mask))
+    assert np.all(np.isfinite(np.asarray(got)))
+    np.testing.assert_allclose(got, xla, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_self_attention_kernel_with_bias_row_and_causal_mask(tuning):
+    """T5's decode step: relative position bias row, keys up to the step's position."""
+    tuning(block_k=8, num_splits=None)
+    N, K, S, position = 8, 2, 48, 19
+    q, k, v, _ = _inputs(7, B=2, N=N, K=K, S=S, H=16)
+    bias = jnp.asarray(np.random.default_rng(1).normal(size=(N, S)), jnp.float32)
+    causal = (jnp.arange(S) <= position)[None, :]
+    # Keys after the position hold garbage the kernel must never let through.
+    k = k.at[:, :, position + 1 :].set(1e4)
+    got = da.grouped_decode_attention(
+        q, k, v, key_mask=causal, bias_NS=bias, implementation="interpret"
+    )
+    want = numpy_decode_attention(q, k, v, np.asarray(causal), np.asarray(bias))
+    xla = da.reference(q, k, v, causal, bias)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(got, xla, rtol=2e-5, atol=2e-5)
+
+
+def test_bfloat16_kernel_within_bfloat16_noise():
+    q, k, v, mask = _inputs(3, B=2, N=8, K=2, S=32, H=16, dtype=jnp.bfloat16)
+    got = da.grouped_decode_attention(q, k, v, key_mask=mask, implementation="interpret")
+    want = numpy_decode_attention(q, k, v, np.asarray(mask))
+    assert got.dtype == jnp.bfloat16
+    assert _rel_err(got, want) < 1e-2
+
+
+def test_auto_is_the_xla_path_off_gpu_and_bad_input_is_named():
+    assert jax.default_backend() != "gpu" and da.resolve("auto") == "xla"
+    q, k, v, mask = _inputs(0, B=2, N=4, K=2, S=16, H=8)
+    with pytest.raises(ValueError, match="key_mask must be"):
+        da.grouped_decode_attention(q, k, v, key_mask=mask[:, :5])
+    with pytest.raises(ValueError, match="K dividing N"):
+        da.grouped_decode_attention(q[:, :3], k, v)
+    with pytest.raises(ValueError, match="use one of"):
+        da.grouped_decode_attention(q, k, v, implementation="triton")
+    with pytest.raises(ValueError, match="unknown decode-kernel parameters"):
+        da.set_tuning(block=3)
+
+
+@pytest.mark.parametrize("decode_kernel", ["pallas_cross", "pallas"])
+def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
+    """Cached steps with the kernel (interpret mode) reproduce the teacher-forced pass."""
+    monkeypatch.setattr(da, "OFF_GPU", "interpret")
+    calls = []
+    real = da._pallas
+    monkeypatch.setattr(da, "_pallas", lambda *a: calls.append(1) or real(*a))
+    model = EncoderDecoderModel(tiny_config(num_kv_heads=2, decode_kernel=decode_kernel))
+    params = model.init(jax.random.PRNGKey(0))["params"]
+    batch = random_batch(5)
+    enc = batch["encoder_input_tokens"].at[2].set(0)  # an empty input row too
+    batch = {**batch, "encoder_input_tokens": enc}
+    B, T = batch["decoder_input_tokens"].shape
+    full = np.asarray(model.logits(params, batch))
+    cache = model.init_cache(params, B, enc.shape[1], T)
+    cache = model.prefill(params, cache, model.encode(params, enc))
+    step = jax.jit(model.tokens_to_logits_fn(params, enc, T))
+    got = []
+    for t in range(T):
+        logits, cache = step(batch["decoder_input_tokens"][:, t : t + 1], cache)
+        got.append(np.asarray(logits))
+    layers = model.config.num_decoder_layers
+    assert len(calls) == layers * (2 if decode_kernel == "pallas" else 1)  # traced once
+    keep = np.asarray(batch["decoder_target_tokens"]) > 0
+    np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("N,K,bias", [(64, 8, False), (16, 1, False), (64, 64, True)])
+def test_kernel_lowers_to_triton_for_cuda(N, K, bias):
+    """The Pallas -> Triton lowering runs here (no GPU needed): no unsupported op."""
+    B, S, H = 4, 512, 64
+    args = [
+        jax.ShapeDtypeStruct((B, N, H), jnp.bfloat16),
+        jax.ShapeDtypeStruct((B, K, S, H), jnp.bfloat16),
+        jax.ShapeDtypeStruct((B, K, S, H), jnp.bfloat16),
+        jax.ShapeDtypeStruct((1 if bias else B, S), jnp.bool_),
+        jax.ShapeDtypeStruct((N, S), jnp.float32) if bias else None,
+    ]
+    fn = jax.jit(
+        lambda q, k, v, m, b: da.grouped_decode_attention(
+            q, k, v, key_mask=m, bias_NS=b, implementation="pallas"
+        )
+    )
+    text = fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    assert "triton" in text and "gqa_decode_attention" in text

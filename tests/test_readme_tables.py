@@ -1,0 +1,54 @@
+"""The README's result tables are what `scripts/readme_tables.py` prints from committed JSON:
+the check passes on the README as committed, fails when a number is edited by hand, and
+`--write` restores the block."""
+
+import re
+import shutil
+
+import pytest
+
+from scripts import readme_tables
+
+ROOT = readme_tables.ROOT
+
+
+def test_committed_readme_matches_its_json(capsys):
+    assert readme_tables.main(["--check"]) == 0, capsys.readouterr().err
+    assert "README tables match their JSON" in capsys.readouterr().out
+
+
+def _edit_number_in_block(text: str, name: str) -> str:
+    start = text.index(f"<!-- BEGIN GENERATED: {name}")
+    end = text.index(f"<!-- END GENERATED: {name} -->")
+    block = text[start:end]
+    m = re.search(r"\| (\d+\.\d+)", block.split("-->", 1)[1])
+    assert m, f"no number in block {name}"
+    value = m.group(1)
+    edited = value[:-1] + ("1" if value[-1] != "1" else "2")
+    offset = start + len(block.split("-->", 1)[0]) + 3 + m.start(1)
+    return text[:offset] + edited + text[offset + len(value) :]
+
+
+@pytest.mark.parametrize("name", ["reproduce-default-table", "decode-h100", "paper-table1"])
+def test_hand_edited_number_fails_the_check_and_write_restores_it(tmp_path, capsys, name):
+    readme = tmp_path / "README.md"
+    original = (ROOT / "README.md").read_text()
+    readme.write_text(_edit_number_in_block(original, name))
+    assert readme.read_text() != original
+    args = ["--readme", str(readme), "--root", str(ROOT)]
+    assert readme_tables.main(["--check", *args]) == 1
+    err = capsys.readouterr().err
+    assert f"['{name}']" in err and "readme_tables.py --write" in err
+    assert readme_tables.main(["--write", *args]) == 0
+    assert readme.read_text() == original
+
+
+def test_missing_source_json_and_missing_block_are_one_line_errors(tmp_path, capsys):
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    args = ["--check", "--readme", str(tmp_path / "README.md"), "--root", str(tmp_path)]
+    assert readme_tables.main(args) == 1
+    assert "is missing: it is the source of a README table" in capsys.readouterr().err
+    (tmp_path / "README.md").write_text("# no blocks\n")
+    args[-1] = str(ROOT)
+    assert readme_tables.main(args) == 1
+    assert "README lacks the generated block(s)" in capsys.readouterr().err
