@@ -47,10 +47,16 @@ class DatasetConfig:
     backend: str = "seqio"  # DATA_BACKEND: 'seqio' or 'grain'
     data_dir: str | None = None  # GRAIN_DATA_DIR: exports as <data_dir>/<task>/<split>/
     prefetch: int = 2  # grain: units packed ahead in threads
+    max_examples: int | None = None  # MAX_EVAL_EXAMPLES (grain eval): first N of each task
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"DATA_BACKEND={self.backend!r}: use one of {BACKENDS}")
+        if self.max_examples is not None and (self.backend != "grain" or self.max_examples < 1):
+            raise ValueError(
+                f"MAX_EVAL_EXAMPLES={self.max_examples!r}: a positive count, on "
+                "DATA_BACKEND='grain' only (seqio evaluates whole splits)"
+            )
 
 
 def import_task_module(module: str | None) -> None:

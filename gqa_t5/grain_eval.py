@@ -45,7 +45,7 @@ def _decode_all(load, predict_features, cfg, export: grain_data.Export, lengths)
     """(examples, model features, decoded predictions) of one export, in order."""
     from gqa_t5 import grain_ops
 
-    exs = grain_data.eval_examples(export, lengths, seed=cfg.seed or 0)
+    exs = grain_data.eval_examples(export, lengths, seed=cfg.seed or 0)[: cfg.max_examples]
     lengths = lengths or grain_data._longest(export)
     feats = [grain_ops.unpacked_features(ex, lengths) for ex in exs]
     tr, params, step = load(lengths)

@@ -9,6 +9,8 @@ registers nothing and only the TF-free modules are usable: `tasks.metrics`,
 `tasks.postprocess`, `tasks.kjv` (and `tasks.realtext`); `HAVE_SEQIO` says which.
 """
 
+from tasks import realtext  # TF-free; its SeqIO tasks are registered below
+
 try:
     import seqio  # noqa: F401
     import tensorflow  # noqa: F401
@@ -69,3 +71,5 @@ __all__ = [
 
 if HAVE_SEQIO:
     register_tasks()
+    # The real-text tasks (scripts/build_offline_corpus.py); reading fails clearly if unbuilt.
+    realtext.register_seqio_tasks()
