@@ -143,3 +143,81 @@ def test_block_errors_fall_with_g():
     errs = budget.block_errors(tiny_params(seed=3), head_dim=H, candidates=(1, 2, 4))
     for e in errs.values():
         assert e[1] > e[2] > e[4] == 0.0
+
+
+def _checked_checksums(record: dict, flat: dict) -> None:
+    """conversion.json's checksums against zlib over the written float32 bytes."""
+    import zlib
+
+    assert set(record["checksums"]) == set(flat)
+    for name, array in flat.items():
+        crc = zlib.crc32(np.ascontiguousarray(array, np.float32).tobytes())
+        assert record["checksums"][name] == f"crc32:{crc:08x}", name
+
+
+@pytest.mark.parametrize("output_format", ["orbax", "t5x"])
+def test_new_methods_write_per_layer_model_gin_and_checksums(output_format, tmp_path):
+    import json
+
+    from gqa_t5 import checkpointing
+    from gqa_t5.checkpoints import t5x_writer
+    from gqa_t5.gin_utils import model_from_gin
+
+    flat = tiny_params(seed=4)
+    src, out = write_hf(tmp_path / "src", flat), tmp_path / "out"
+    # similarity grouping needs one G for all self-attention layers (the shared bias table)
+    per_layer = ((2, 1), (2, 4))
+    argv = ["--input", str(src), "--output", str(out), "--num_kv_heads", "2/1,2/4"]
+    argv += ["--method", "aligned_weighted", "--grouping", "similarity"]
+    assert convert.main([*argv, "--output_format", output_format]) == 0
+    ref, _ = convert_flat(
+        flat,
+        head_dim=H,
+        num_kv_heads=per_layer,
+        method="aligned_weighted",
+        grouping="similarity",
+    )
+    if output_format == "t5x":
+        state = orbax_params.flatten(t5x_writer.restore_train_state(out / "checkpoint_0"))
+        written = {k[len("target/") :]: v for k, v in state.items() if k.startswith("target/")}
+    else:
+        written = orbax_params.flatten(orbax_params.restore_params(out))
+    assert set(written) == set(ref)
+    for n in ref:
+        np.testing.assert_allclose(written[n], ref[n], rtol=1e-6, atol=1e-7, err_msg=n)
+    record = json.loads((out / "conversion.json").read_text())
+    _checked_checksums(record, written)
+    # model.gin builds the per-layer model, whose shapes the written params match.
+    assert "NUM_KV_HEADS = ((2, 1), (2, 4))" in (out / "model.gin").read_text()
+    model = model_from_gin([str(out / "model.gin")])
+    assert model.config.num_kv_heads == per_layer
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0)))["params"]
+    shapes = orbax_params.flatten(jax.tree_util.tree_map(lambda s: tuple(s.shape), abstract))
+    assert shapes == {n: a.shape for n, a in written.items()}
+    if output_format == "orbax":
+        cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, np.float32, sharding=cpu), abstract
+        )
+        checkpointing.load_initial_params(out, abstract, model.config, "CHECKPOINT_PATH")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_kv_heads": (2, 1, 1)}, "3 entries for 2 decoder layers"),
+        ({"num_kv_heads": 2, "method": "random", "grouping": "similarity"}, "random"),
+        ({"num_kv_heads": 2, "method": "mean", "calibration": "kjv_modernize"}, "--calibration"),
+        ({"num_kv_heads": 2, "method": "weighted", "calibration": "no_such_task"}, "no_such"),
+        ({"num_kv_heads": ((3, 1), (1, 1)), "method": "aligned"}, "divisible by num_kv_heads=3"),
+    ],
+)
+def test_new_method_bad_input_is_bad_input_and_writes_nothing(kwargs, match, tmp_path):
+    from gqa_t5 import errors
+
+    src = write_hf(tmp_path / "src", tiny_params())
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(errors.BadInput, match=match) as info:
+        convert.convert_checkpoint(src, tmp_path / "out", log=lambda s: None, **kwargs)
+    assert errors.classify(info.value)[0] == errors.EXIT_BAD_INPUT
+    assert sorted(tmp_path.rglob("*")) == before
