@@ -25,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from gqa_t5 import errors, gin_utils
+from gqa_t5 import conversion, errors, gin_utils
 from gqa_t5.checkpoints import CheckpointError, open_checkpoint, orbax_params, t5x_writer
 from gqa_t5.models import kv_cache_bytes_per_token
 from gqa_t5.network import T5Config
 
 METHODS = ("mean", "first", "random")
+# Methods that see a whole attention block (query and output kernels too): `conversion`.
+LAYER_METHODS = ("weighted", "aligned", "aligned_weighted")
+CALIBRATED = ("weighted", "aligned_weighted")  # keys weighted by the query covariance
+GROUPINGS = conversion.GROUPINGS
 OUTPUT_FORMATS = ("orbax", "t5x")  # gqa-t5's params checkpoint, or t5x's train-state layout
 # Block name -> (stack, attention module) in the params tree.
 BLOCKS = {
@@ -111,7 +115,15 @@ def convert_tensor(
     """One parameter after conversion (unchanged unless it is a grouped key/value kernel)."""
     if not is_grouped_kv(name, blocks):
         return array
-    return group_kv_kernel(array, head_dim, num_kv_heads, method, tensor_rng(seed, name))
+    g = _block_kv_heads(num_kv_heads, name)
+    return group_kv_kernel(array, head_dim, g, method, tensor_rng(seed, name))
+
+
+def _block_kv_heads(num_kv_heads: Any, name: str) -> int:
+    """G of the block a kernel belongs to (`num_kv_heads` may be per decoder layer)."""
+    m = _KV.fullmatch(name)
+    block = {v: k for k, v in BLOCKS.items()}[(m.group(1), m.group(2))]
+    return conversion.layer_kv_heads(num_kv_heads, int(name.split("/")[1][7:]), block)
 
 
 def convert_params(
@@ -151,13 +163,25 @@ def _need(shapes: Mapping[str, tuple], name: str, src: str) -> tuple[int, ...]:
     return shapes[name]
 
 
+def _source_kv_heads(shapes: Mapping[str, tuple], H: int, src: str) -> Any:
+    """One int, or ((self, cross), ...) per decoder layer when the layers differ."""
+    pairs = []
+    for i in range(len({n.split("/")[1] for n in shapes if n.startswith("decoder/layers_")})):
+        p = f"decoder/layers_{i}"
+        self_k = _need(shapes, f"{p}/self_attention/key/kernel", src)[1] // H
+        cross_k = _need(shapes, f"{p}/encoder_decoder_attention/key/kernel", src)[1] // H
+        pairs.append((self_k, cross_k))
+    flat = {k for pair in pairs for k in pair}
+    return flat.pop() if len(flat) == 1 else tuple(pairs)
+
+
 def infer_config(shapes: Mapping[str, tuple], hints: Mapping[str, Any], src: str) -> T5Config:
     """The T5Config (float32) whose params have these shapes."""
     V, D = _need(shapes, "token_embedder/embedding", src)
     N, buckets = _need(shapes, "encoder/relpos_bias/rel_embedding", src)
     q = _need(shapes, "encoder/layers_0/attention/query/kernel", src)
     H = q[1] // N
-    K = _need(shapes, "decoder/layers_0/self_attention/key/kernel", src)[1] // H
+    K = _source_kv_heads(shapes, H, src)
     K_enc = _need(shapes, "encoder/layers_0/attention/key/kernel", src)[1] // H
     gated = "encoder/layers_0/mlp/wi_0/kernel" in shapes
     F = _need(shapes, f"encoder/layers_0/mlp/{'wi_0' if gated else 'wi'}/kernel", src)[1]
@@ -252,7 +276,7 @@ def convert_checkpoint(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    num_kv_heads: int,
+    num_kv_heads: Any,
     method: str = "mean",
     group_encoder: bool = False,
     seed: int = 0,
@@ -260,10 +284,25 @@ def convert_checkpoint(
     fmt: str = "auto",
     output_format: str = "orbax",
     log: Callable[[str], None] = print,
+    grouping: str = "contiguous",
+    calibration: str | None = None,
+    calibration_examples: int = 256,
+    calibration_module: str | None = "tasks",
 ) -> dict:
-    """Read, convert tensor by tensor, write Orbax (or t5x) + conversion.json; return the record."""
-    if method not in METHODS:
-        raise CheckpointError(f"--method {method!r}; use one of {METHODS}")
+    """Read, convert tensor by tensor, write Orbax (or t5x) + conversion.json; return the record.
+
+    Methods in LAYER_METHODS and `grouping="similarity"` hold the source in memory: they
+    transform query, key, value and output kernels of a block together (`conversion`).
+    Every output gets model.gin (per-layer G is a tuple in NUM_KV_HEADS) and checksums.
+    """
+    if method not in METHODS + LAYER_METHODS:
+        raise errors.BadInput(f"--method {method!r}; use one of {METHODS + LAYER_METHODS}")
+    if grouping not in GROUPINGS:
+        raise errors.BadInput(f"--grouping {grouping!r}; use one of {GROUPINGS}")
+    if grouping != "contiguous" and method == "random":
+        raise errors.BadInput("--method random ignores the heads; use --grouping contiguous")
+    if calibration and method not in CALIBRATED:
+        raise errors.BadInput(f"--calibration is used by --method {'|'.join(CALIBRATED)} only")
     if output_format not in OUTPUT_FORMATS:
         raise CheckpointError(f"--output_format {output_format!r}; use one of {OUTPUT_FORMATS}")
     output_path = Path(output_path).absolute()
@@ -279,21 +318,46 @@ def convert_checkpoint(
     blocks = blocks_for(group_encoder)
     out_shapes = expected_shapes(after)
     progress = _Progress(len(out_shapes), _count(found) * 4, log)
+    whole, report = None, None
+    if method in LAYER_METHODS or grouping != "contiguous":
+        log(f"reading {src} into memory for --method {method} --grouping {grouping}")
+        try:
+            flat = {n: reader.read(n) for n in found}
+            sigmas = None
+            if calibration:
+                sigmas = _calibrate(
+                    before, flat, calibration, calibration_examples, calibration_module, log
+                )
+            whole, report = conversion.convert_flat(
+                flat,
+                sigmas=sigmas,
+                head_dim=before.head_dim,
+                num_kv_heads=after.num_kv_heads,
+                method=method,
+                grouping=grouping,
+                blocks=blocks,
+            )
+        except conversion.ConversionError as e:
+            raise errors.BadInput(f"{src}: {e}") from e
     checksums: dict[str, str] = {}
 
     def leaf(name: str) -> orbax_params.LazyArray:
         def load():
-            array = reader.read(name)
-            progress.read(array.nbytes)
-            out = convert_tensor(
-                name,
-                array,
-                head_dim=before.head_dim,
-                num_kv_heads=num_kv_heads,
-                method=method,
-                blocks=blocks,
-                seed=seed,
-            )
+            if whole is not None:
+                out = whole[name]
+                progress.read(out.nbytes)
+            else:
+                array = reader.read(name)
+                progress.read(array.nbytes)
+                out = convert_tensor(
+                    name,
+                    array,
+                    head_dim=before.head_dim,
+                    num_kv_heads=after.num_kv_heads,
+                    method=method,
+                    blocks=blocks,
+                    seed=seed,
+                )
             checksums[name] = orbax_params.checksum(out)
             return out
 
@@ -303,24 +367,31 @@ def convert_checkpoint(
         "source": str(Path(input_path).absolute()),
         "format": reader.format,
         "method": method,
-        "num_kv_heads": num_kv_heads,
+        "num_kv_heads": after.num_kv_heads,
         "blocks": list(blocks),
         "seed": seed if method == "random" else None,
+        "grouping": grouping,
+        "calibration": calibration and {"task": calibration, "examples": calibration_examples},
         "config_before": config_record(before),
         "config_after": config_record(after),
-        "gin_overrides": [f"NUM_KV_HEADS = {num_kv_heads}", f"GROUP_ENCODER = {group_encoder}"],
+        "gin_overrides": [
+            f"NUM_KV_HEADS = {after.num_kv_heads!r}",
+            f"GROUP_ENCODER = {group_encoder}",
+        ],
         "model_gin": "model.gin",
         "param_count_before": _count(found),
         "param_count_after": _count(out_shapes),
         "kv_cache_bytes_per_token_before": kv_cache_bytes_per_token(before),
         "kv_cache_bytes_per_token_after": kv_cache_bytes_per_token(after),
         "kv_cache_dtype": "bfloat16",
+        "block_errors": report,  # per block: groups, relative key/value pooling error
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     params = orbax_params.unflatten({n: leaf(n) for n in out_shapes})
     log(
         f"converting {src}: {len(out_shapes)} tensors, {_count(found) / 1e6:.1f}M params, "
-        f"K={before.num_kv_heads} -> G={num_kv_heads} ({method}, blocks {','.join(blocks)})"
+        f"K={_g_text(before.num_kv_heads)} -> G={_g_text(after.num_kv_heads)} "
+        f"({method}, blocks {','.join(blocks)})"
     )
     errors.remove_stale_temporaries(output_path, log)
     save = orbax_params.save_params
@@ -356,26 +427,71 @@ def convert_checkpoint(
     return record
 
 
+def _calibrate(cfg, flat, task, examples, module, log) -> dict:
+    from gqa_t5.conversion import calibration
+
+    try:
+        return calibration.calibrate(cfg, flat, task, examples, module, log)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        raise errors.BadInput(f"--calibration {task}: {str(e).splitlines()[0]}") from e
+
+
 def _target_config(before: T5Config, g: int, group_encoder: bool, src: str) -> T5Config:
     if before.group_encoder and not group_encoder:
         raise CheckpointError(
             f"{src}: encoder self-attention is already grouped; pass --group_encoder"
         )
     k_in = before.num_kv_heads
-    if g < 1 or g > k_in or k_in % g or (group_encoder and before.num_heads % g):
-        raise CheckpointError(
-            f"--num_kv_heads={g} must divide the source's {k_in} key/value heads "
-            f"(num_heads={before.num_heads}); try one of "
-            f"{[d for d in range(1, k_in + 1) if k_in % d == 0]}"
+    if isinstance(g, int) and isinstance(k_in, int):
+        if g < 1 or g > k_in or k_in % g or (group_encoder and before.num_heads % g):
+            raise errors.BadInput(
+                f"--num_kv_heads={g} must divide the source's {k_in} key/value heads "
+                f"(num_heads={before.num_heads}); try one of "
+                f"{[d for d in range(1, k_in + 1) if k_in % d == 0]}"
+            )
+    try:
+        after = T5Config(
+            **{
+                **config_record(before),
+                "num_kv_heads": g,
+                "group_encoder": group_encoder,
+                "dtype": "float32",
+            }
         )
-    return T5Config(
-        **{
-            **config_record(before),
-            "num_kv_heads": g,
-            "group_encoder": group_encoder,
-            "dtype": "float32",
-        }
-    )
+    except ValueError as e:
+        raise errors.BadInput(f"--num_kv_heads={_g_text(g)}: {e}") from e
+    for i, (pair_in, pair_out) in enumerate(
+        zip(before.per_layer_kv_heads, after.per_layer_kv_heads, strict=True)
+    ):
+        for k_in, k in zip(pair_in, pair_out, strict=True):
+            if k > k_in or k_in % k or (group_encoder and before.num_heads % k):
+                where = f" (decoder layer {i})" if not isinstance(g, int) else ""
+                raise errors.BadInput(
+                    f"--num_kv_heads={_g_text(g)} must divide the source's {k_in} key/value "
+                    f"heads{where} (num_heads={before.num_heads}); try one of "
+                    f"{[d for d in range(1, k_in + 1) if k_in % d == 0]}"
+                )
+    return after
+
+
+def _g_text(g: Any) -> str:
+    """--num_kv_heads as typed: 2, or 2,1 per layer, or 2/1,1/1 per layer (self/cross)."""
+    if isinstance(g, int):
+        return str(g)
+    return ",".join(str(e) if isinstance(e, int) else "/".join(map(str, e)) for e in g)
+
+
+def parse_kv_heads(text: str) -> Any:
+    """'2' -> 2; '2,1' -> (2, 1) per decoder layer; '2/1,1/1' -> ((2, 1), (1, 1))."""
+    try:
+        entries = [tuple(int(k) for k in e.split("/")) for e in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give G (8), one G per decoder layer (2,1) or self/cross pairs (2/1,1/1)"
+        ) from None
+    if len(entries) == 1 and len(entries[0]) == 1:
+        return entries[0][0]
+    return tuple(e[0] if len(e) == 1 else e for e in entries)
 
 
 class _Progress:
@@ -420,14 +536,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="orbax: gqa-t5's params checkpoint; t5x: OUTPUT/checkpoint_<step>/ as t5x.train "
         "restores it (INITIAL_CHECKPOINT_PATH), with a fresh Adafactor state",
     )
-    p.add_argument("--num_kv_heads", type=int, required=True, help="G, key/value heads")
-    p.add_argument("--method", choices=METHODS, default="mean")
+    p.add_argument(
+        "--num_kv_heads",
+        type=parse_kv_heads,
+        required=True,
+        help="G, key/value heads: 8, or per decoder layer 2,1 or self/cross pairs 2/1,1/1",
+    )
+    p.add_argument("--method", choices=METHODS + LAYER_METHODS, default="mean")
+    p.add_argument(
+        "--grouping",
+        choices=GROUPINGS,
+        default="contiguous",
+        help="which heads share a K/V head: the paper's contiguous groups, or by similarity",
+    )
     p.add_argument("--seed", type=int, default=0, help="for --method random")
     p.add_argument(
         "--group_encoder",
         action="store_true",
         help="also group encoder self-attention (the paper keeps it MHA)",
     )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="SeqIO task whose train examples give the query covariance (weighted methods)",
+    )
+    p.add_argument("--calibration_examples", type=int, default=256)
+    p.add_argument("--calibration_module", default="tasks", help="module that registers the task")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument(
         "--format",
@@ -451,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             fmt=args.format,
+            grouping=args.grouping,
+            calibration=args.calibration,
+            calibration_examples=args.calibration_examples,
+            calibration_module=args.calibration_module,
             output_format=args.output_format,
         )
 

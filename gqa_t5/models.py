@@ -273,9 +273,14 @@ def param_count(params: Any) -> int:
 
 
 def kv_cache_bytes_per_token(config: T5Config, bytes_per_value: int = 2) -> dict[str, int]:
-    """Decode-cache bytes per token (bfloat16 by default): K and V heads of every layer."""
-    per_layer = 2 * config.num_kv_heads * config.head_dim * bytes_per_value
+    """Decode-cache bytes per token (bfloat16 by default): K and V heads of every layer.
+
+    `per_layer` lists each decoder layer's (self per target token, cross per input token).
+    """
+    per_head = 2 * config.head_dim * bytes_per_value  # K and V
+    layers = [(s * per_head, c * per_head) for s, c in config.per_layer_kv_heads]
     return {
-        "decoder_self_attention_per_target_token": per_layer * config.num_decoder_layers,
-        "cross_attention_per_input_token": per_layer * config.num_decoder_layers,
+        "decoder_self_attention_per_target_token": sum(s for s, _ in layers),
+        "cross_attention_per_input_token": sum(c for _, c in layers),
+        "per_layer": [list(p) for p in layers],
     }

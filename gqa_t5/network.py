@@ -28,13 +28,15 @@ class T5Config:
     """Hyperparameters of a T5 encoder-decoder with grouped-query attention.
 
     `num_kv_heads` (G in the paper) applies to decoder self-attention and cross-attention;
-    encoder self-attention stays multi-head unless `group_encoder` is set.
+    encoder self-attention stays multi-head unless `group_encoder` is set. It is one int, or
+    one entry per decoder layer, each an int (self and cross) or a (self, cross) pair; read
+    it through `kv_heads(layer, block)`.
     """
 
     vocab_size: int = 32128
     emb_dim: int = 512
     num_heads: int = 8
-    num_kv_heads: int | None = None  # None: multi-head (= num_heads)
+    num_kv_heads: int | Sequence[int | Sequence[int]] | None = None  # None: = num_heads
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     head_dim: int = 64
@@ -70,15 +72,23 @@ class T5Config:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"T5Config.{name} must be >= 1, got {getattr(self, name)}")
-        h, k = self.num_heads, self.num_kv_heads
-        if not 1 <= k <= h:
+        if not isinstance(self.num_kv_heads, int):
+            object.__setattr__(self, "num_kv_heads", _per_layer(self))
+        h = self.num_heads
+        for k in {k for pair in self.per_layer_kv_heads for k in pair}:
+            if not 1 <= k <= h:
+                raise ValueError(
+                    f"T5Config.num_kv_heads must be in [1, num_heads={h}], got num_kv_heads={k}"
+                )
+            if h % k:
+                raise ValueError(
+                    f"T5Config.num_heads={h} is not divisible by num_kv_heads={k}: each "
+                    f"key/value head must serve the same number of query heads"
+                )
+        if self.group_encoder and not isinstance(self.num_kv_heads, int):
             raise ValueError(
-                f"T5Config.num_kv_heads must be in [1, num_heads={h}], got num_kv_heads={k}"
-            )
-        if h % k:
-            raise ValueError(
-                f"T5Config.num_heads={h} is not divisible by num_kv_heads={k}: each key/value "
-                f"head must serve the same number of query heads"
+                "T5Config.group_encoder needs one int num_kv_heads (the encoder has no "
+                f"per-decoder-layer entry), got {self.num_kv_heads}"
             )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
@@ -97,6 +107,18 @@ class T5Config:
     def encoder_kv_heads(self) -> int:
         return self.num_kv_heads if self.group_encoder else self.num_heads
 
+    @property
+    def per_layer_kv_heads(self) -> tuple[tuple[int, int], ...]:
+        """(self-attention, cross-attention) key/value heads of each decoder layer."""
+        k = self.num_kv_heads
+        if isinstance(k, int):
+            return ((k, k),) * self.num_decoder_layers
+        return k
+
+    def kv_heads(self, layer: int, block: str) -> int:
+        """Key/value heads of decoder layer `layer`'s 'self' or 'cross' attention."""
+        return self.per_layer_kv_heads[layer][("self", "cross").index(block)]
+
     def resolved_attention_impl(self, dropout: bool) -> str:
         """'auto' is cuDNN on GPU in half precision without attention dropout, else XLA."""
         if self.attention_impl != "auto":
@@ -104,6 +126,26 @@ class T5Config:
         half = jnp.dtype(self.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
         on_gpu = jax.default_backend() == "gpu"
         return "cudnn" if (on_gpu and half and not dropout) else "xla"
+
+
+def _per_layer(cfg: T5Config) -> int | tuple[tuple[int, int], ...]:
+    """A per-layer num_kv_heads as ((self, cross), ...); one int if all are equal."""
+    entries = list(cfg.num_kv_heads)
+    if len(entries) != cfg.num_decoder_layers:
+        raise ValueError(
+            f"T5Config.num_kv_heads has {len(entries)} entries for {cfg.num_decoder_layers} "
+            f"decoder layers; give one int, or one entry per decoder layer"
+        )
+    pairs = []
+    for e in entries:
+        pair = (e, e) if isinstance(e, int) else tuple(e)
+        if len(pair) != 2 or not all(isinstance(k, int) for k in pair):
+            raise ValueError(
+                f"T5Config.num_kv_heads entry {e!r}: use an int or a (self, cross) pair of ints"
+            )
+        pairs.append(pair)
+    flat = {k for p in pairs for k in p}
+    return flat.pop() if len(flat) == 1 else tuple(pairs)
 
 
 def _attention(cfg: T5Config, kv_heads: int, name: str, deterministic: bool, is_cross=False):
@@ -167,6 +209,7 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
     config: T5Config
+    index: int = 0  # position in the stack: picks this layer's key/value head counts
 
     @nn.compact
     def __call__(
@@ -184,14 +227,15 @@ class DecoderLayer(nn.Module):
         cross_lengths=None,
     ):
         cfg = self.config
+        i = self.index
         cross = _attention(
-            cfg, cfg.num_kv_heads, "encoder_decoder_attention", deterministic, is_cross=True
+            cfg, cfg.kv_heads(i, "cross"), "encoder_decoder_attention", deterministic, True
         )
         if prefill:  # only project and cache the cross-attention keys/values
             cross(y_BTD, encoded, decode=True, prefill=True)
             return y_BTD
         h = layers.RMSNorm(dtype=cfg.dtype, name="pre_self_attention_layer_norm")(y_BTD)
-        h = _attention(cfg, cfg.num_kv_heads, "self_attention", deterministic)(
+        h = _attention(cfg, cfg.kv_heads(i, "self"), "self_attention", deterministic)(
             h,
             h,
             decoder_mask,
@@ -280,7 +324,7 @@ class Decoder(nn.Module):
                 self_bias = relpos(T, T, bidirectional=False)
         layer_cls = _maybe_remat(cfg, DecoderLayer, static_argnums=(6, 7, 9))
         for i in range(cfg.num_decoder_layers):
-            y = layer_cls(cfg, name=f"layers_{i}")(
+            y = layer_cls(cfg, index=i, name=f"layers_{i}")(
                 y,
                 encoded,
                 self_bias,

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import flax
 import jax
@@ -45,9 +46,16 @@ def create_mesh(num_partitions: int = 1, devices: Sequence[jax.Device] | None = 
     return Mesh(grid, ("data", "model"))
 
 
-def standard_logical_axis_rules(num_kv_heads: int | None, model_size: int) -> list:
-    """Logical name -> mesh axis; key/value heads on `model` only where they divide."""
-    kv_axis = "model" if num_kv_heads is not None and num_kv_heads % model_size == 0 else None
+def standard_logical_axis_rules(num_kv_heads: Any, model_size: int) -> list:
+    """Logical name -> mesh axis; key/value heads on `model` only where they divide.
+
+    `num_kv_heads` is an int or T5Config's per-layer form: one rule covers every layer, so
+    key/value heads are sharded only if every layer's count divides the model axis.
+    """
+    divides = num_kv_heads is not None and all(
+        k % model_size == 0 for k in _kv_counts(num_kv_heads)
+    )
+    kv_axis = "model" if divides else None
     return [
         ("batch", "data"),
         ("vocab", "model"),
@@ -79,7 +87,7 @@ class Partitioner:
     def __init__(
         self,
         num_partitions: int = 1,
-        num_kv_heads: int | None = None,
+        num_kv_heads: Any = None,  # an int, or T5Config's per-layer form
         logical_axis_rules: LogicalRules | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
@@ -130,3 +138,11 @@ class Partitioner:
             k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
             for k, v in batch.items()
         }
+
+
+def _kv_counts(num_kv_heads: Any) -> set[int]:
+    """{G} for an int; every layer's (and block's) count for a per-layer sequence."""
+    one = lambda e: isinstance(e, int | np.integer)
+    if one(num_kv_heads):
+        return {int(num_kv_heads)}
+    return {int(k) for e in num_kv_heads for k in ([e] if one(e) else e)}
