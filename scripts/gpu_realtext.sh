@@ -7,6 +7,7 @@
 #               python scripts/build_offline_corpus.py --pack .device/realtext   # xz bundle
 # Device calls (carry .whl and .device/realtext), each well under 10 minutes:
 #   bash scripts/gpu_realtext.sh start [GIN]    # install, export, launch; GIN default realtext.gin
+#   bash scripts/gpu_realtext.sh restart [GIN]  # stop the pipeline (it saves), start again
 #   bash scripts/gpu_realtext.sh watch SECONDS  # wait (returns early when the run ends), then
 #                                               # pack results into $OUT/realtext_results.tar.gz
 # The stages are resumable: if the machine is lost, `start` again re-runs from what is left
@@ -51,6 +52,12 @@ pack() {  # everything small that the run wrote, in one file (the device returns
 }
 
 case ${1:-} in
+  restart)  # after a code fix: SIGTERM saves the running stage's checkpoint, then start again
+    pkill -TERM -f "gqa_t5.reproduce"
+    for _ in $(seq 90); do pgrep -f "gqa_t5.reproduce" > /dev/null || break; sleep 1; done
+    pkill -KILL -f "gqa_t5.reproduce"
+    exec bash "$0" start "${@:2}"
+    ;;
   start)
     t0=$(date +%s)
     setup
@@ -71,7 +78,7 @@ case ${1:-} in
     pack
     ;;
   *)
-    echo "usage: bash scripts/gpu_realtext.sh start [GIN] | watch SECONDS" >&2
+    echo "usage: bash scripts/gpu_realtext.sh start [GIN] | restart [GIN] | watch SECONDS" >&2
     exit 2
     ;;
 esac
