@@ -91,6 +91,15 @@ def lazy_type_handler_registry(
     )
 
 
+def _load_all(flat: Mapping[str, Any], on_written) -> dict[str, np.ndarray]:
+    out = {}
+    for name, leaf in flat.items():
+        out[name] = leaf.load() if isinstance(leaf, LazyArray) else leaf
+        if on_written is not None:
+            on_written(f"params.{name}", out[name])
+    return out
+
+
 def _as_float32(leaf: Any) -> Any:
     if isinstance(leaf, LazyArray):
         if leaf.dtype != np.float32:
@@ -123,8 +132,12 @@ def save_params(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tree = {"params": _map_nested(_as_float32, params)}
     try:
-        registry = lazy_type_handler_registry(on_written)
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+        try:
+            registry = lazy_type_handler_registry(on_written)
+            handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+        except TypeError:  # another Orbax's NumpyHandler: load every tensor, then write
+            tree = {"params": unflatten(_load_all(flatten(tree["params"]), on_written))}
+            handler = ocp.PyTreeCheckpointHandler()
         with ocp.Checkpointer(handler) as ckptr:
             ckptr.save(tmp / "ckpt", args=ocp.args.PyTreeSave(tree))
         # Orbax publishes into its own directory; move its contents to the temp root.
