@@ -35,8 +35,11 @@ SHORT_NAMES = {
 
 def headline_metrics() -> dict[str, str]:
     import tasks
+    from tasks import kjv, realtext
 
-    return {**tasks.HEADLINE_METRIC, **tasks.builtin.HEADLINE_METRIC}
+    paper = tasks.HEADLINE_METRIC if tasks.HAVE_SEQIO else {}  # TF-free: the paper's tasks absent
+    text = {name: t.headline_metric for name, t in realtext.TEXT_TASKS.items()}
+    return {**paper, **kjv.HEADLINE_METRIC, **text}
 
 
 def model_label(size: str, point: Any) -> str:
