@@ -205,3 +205,26 @@ def test_cached_reader_replays_what_it_read(tmp_path):
     assert list(build.cached(path, iter(docs))) == docs
     assert path.exists()
     assert list(build.cached(path, iter([]))) == docs  # the second run reads the cache
+
+
+def test_pack_writes_xz_files_that_decompress_to_the_originals(tmp_path):
+    import lzma
+
+    from scripts.realtext import report
+
+    out, dest = tmp_path / "data", tmp_path / "pack"
+    for name in report.BUNDLE_FILES + report.TEST_FILES:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(f'{{"id": "{name}"}}\n' * 50)
+    (out / "manifest.json").write_text("{}")
+    sizes = report.pack(out, dest)
+    for name in report.BUNDLE_FILES:
+        packed = dest / (name + ".xz" if name.endswith(".jsonl") else name)
+        raw = (
+            lzma.decompress(packed.read_bytes()) if name.endswith(".jsonl") else packed.read_bytes()
+        )
+        assert raw == (out / name).read_bytes()
+        assert sizes["compressed_bytes"][name] == packed.stat().st_size
+    assert (dest / "manifest.json").exists()
+    gpu = sum(sizes["compressed_bytes"][n] for n in report.BUNDLE_FILES)
+    assert sizes["gpu_bundle_mib"] == round(gpu / 2**20, 2)

@@ -131,3 +131,27 @@ def test_qa_postprocess_and_metric_by_hand():
     # "a domestic cat" -> normalised "domestic cat" vs "domestic dog": P = R = 1/2, F1 = 1/2.
     got = metrics.trivia_qa([targets, targets], ["the Dog", "a domestic cat"])
     assert got == pytest.approx({"f1": 100 * (1 + 0.5) / 2, "em": 50.0})
+
+
+def test_realtext_imports_without_tensorflow_or_seqio(data_dir):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'seqio'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import importlib.util\n"
+        "importlib.util.find_spec = lambda n, *a: None if n in ('seqio', 'tensorflow') else 1\n"
+        "from tasks import realtext\n"
+        f"ex = next(realtext.tokenized_examples('realtext_qa', 'test', {str(data_dir)!r}))\n"
+        "assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules\n"
+        "print(ex['targets_pretokenized'])\n"
+    )
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() in {"entity", "dog", "pooch"}

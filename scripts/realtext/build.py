@@ -110,6 +110,7 @@ def sotu_docs(tree: pathlib.Path) -> Iterator[tuple[str, list[str]]]:
 
 
 _RUST = "usr/share/doc/rust-doc/html/"
+_GHC = "usr/share/doc/ghc-doc/html/"
 # (package, registry, reader)
 PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("dict-gcide", "deb", gcide_docs),
@@ -159,7 +160,7 @@ PRETRAIN_SOURCES: tuple[tuple[str, str, Callable], ...] = (
     ("racket-doc", "deb", html_docs),
     ("python-statsmodels-doc", "deb", html_docs),
     ("sagemath-doc", "deb", _html("*.html", "usr/share/doc/sagemath/html/en")),
-    ("ghc-doc", "deb", _html("*.html", "usr/share/doc/ghc-doc/html/users_guide")),
+    ("ghc-doc", "deb", _html("*.html", *(_GHC + d for d in ("users_guide", "libraries")))),
 )
 
 
