@@ -47,6 +47,16 @@ def reproduce_default_findings(root: pathlib.Path) -> str:
     return "```text\n" + findings.to_text(found) + "```\n"
 
 
+def realtext_table(root: pathlib.Path) -> str:
+    return tables.to_markdown(_json(root, "benchmarks/realtext_h200/table1.json")["rows"])
+
+
+def realtext_heldout(root: pathlib.Path) -> str:
+    from scripts.summarize_heldout import to_markdown
+
+    return to_markdown(_json(root, "benchmarks/realtext_h200/heldout.json"))
+
+
 def paper_table1(root: pathlib.Path) -> str:
     del root
     return tables.paper_markdown()
@@ -84,6 +94,8 @@ BLOCKS: dict[str, Callable[[pathlib.Path], str]] = {
     "reproduce-default-table": reproduce_default_table,
     "reproduce-default-findings": reproduce_default_findings,
     "paper-table1": paper_table1,
+    "realtext-table": realtext_table,
+    "realtext-heldout": realtext_heldout,
     "decode-h100": decode_h100,
 }
 
