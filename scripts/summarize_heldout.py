@@ -51,9 +51,12 @@ def summarise(per_example: dict[str, np.ndarray], samples: int, seed: int) -> di
             same_stage = a.count("-") == b.count("-")  # converted vs converted, uptrained vs up
             if a < b and (base in (a, b) or same_stage):
                 ma, mb = measures[a], measures[b]
-                diffs[f"{a} - {b}"] = entry(ma.estimate - mb.estimate, ma.replicates - mb.replicates)
-    n, tokens = next(iter(per_example.values())).shape[0], int(
-        next(iter(per_example.values()))[:, 1].sum()
+                diffs[f"{a} - {b}"] = entry(
+                    ma.estimate - mb.estimate, ma.replicates - mb.replicates
+                )
+    n, tokens = (
+        next(iter(per_example.values())).shape[0],
+        int(next(iter(per_example.values()))[:, 1].sum()),
     )
     return {
         "examples": n,
