@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from gqa_t5 import checkpointing, optim, trainer
+from gqa_t5 import checkpointing, errors, optim, trainer
 from gqa_t5.checkpoints import orbax_params
 from gqa_t5.gin_utils import model_from_gin
 from gqa_t5.partitioning import Partitioner
@@ -56,7 +56,7 @@ def test_initial_params_from_converted_and_runner_checkpoints(tmp_path):
 
 
 def test_bad_initial_checkpoints_say_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="INITIAL_CHECKPOINT_PATH.*does not exist"):
+    with pytest.raises(errors.BadInput, match="INITIAL_CHECKPOINT_PATH.*does not exist"):
         checkpointing.load_initial_params(tmp_path / "nope", _trainer().abstract_params)
     mha = _np(_trainer(kv=4).init_state()["params"])
     orbax_params.save_params(tmp_path / "mha", mha)
