@@ -93,16 +93,21 @@ def infer(
             if target is not None:
                 rec["targets"] = target
             lines.append(json.dumps(rec, ensure_ascii=False))
-        if jax.process_index() == 0:
-            path = out / f"{task.name}-{step if step is not None else 'final'}.jsonl"
-            _write_lines_atomic(path, lines)
-            written[task.name] = str(path)
-            logging.info("wrote %d predictions to %s", len(lines), path)
+        if (path := write_predictions(out, task.name, step, lines)) is not None:
+            written[task.name] = path
     return {"checkpoint": str(checkpoint_path), "step": step, "outputs": written}
 
 
-def _write_lines_atomic(path: pathlib.Path, lines: list[str]) -> None:
+def write_predictions(
+    out: pathlib.Path, task_name: str, step: int | None, lines: list[str]
+) -> str | None:
+    """Process 0 writes `<task>-<step or final>.jsonl` (one JSON line each); its path, else None."""
+    if jax.process_index() != 0:
+        return None
+    path = out / f"{task_name}-{step if step is not None else 'final'}.jsonl"
     utils.write_text_atomic(path, "".join(line + "\n" for line in lines))
+    logging.info("wrote %d predictions to %s", len(lines), path)
+    return str(path)
 
 
 def console_main() -> None:
