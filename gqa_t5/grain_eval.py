@@ -119,7 +119,7 @@ def _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner) ->
 def infer(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitioner=None):
     """Decode every example of each exported task; write `<task>-<step>.jsonl`."""
     from gqa_t5.eval import load_for_inference, predict_features
-    from gqa_t5.infer import write_predictions
+    from gqa_t5.infer import prediction_line, write_predictions
 
     if not output_dir:
         raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
@@ -138,13 +138,10 @@ def infer(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitio
 
         exs, preds, step = _decode_all(load, predict_features, dataset_cfg, export, lengths)
         vocab = export.vocabulary
-        lines = []
-        for i, (ex, p) in enumerate(zip(exs, preds, strict=True)):
-            rec = {"index": i, "inputs": _text(ex, "inputs", vocab), "prediction": p}
-            target = _text(ex, "targets", vocab)
-            if target is not None:
-                rec["targets"] = target
-            lines.append(json.dumps(rec, ensure_ascii=False))
+        lines = [
+            prediction_line(i, _text(ex, "inputs", vocab), p, _text(ex, "targets", vocab))
+            for i, (ex, p) in enumerate(zip(exs, preds, strict=True))
+        ]
         if (path := write_predictions(out, export.name, step, lines)) is not None:
             written[export.name] = path
     return {"checkpoint": str(checkpoint_path), "step": step, "outputs": written}
