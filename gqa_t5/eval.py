@@ -90,6 +90,18 @@ def _local_slice(tr: trainer.Trainer, batch: dict) -> dict:
     )
 
 
+def write_metrics(
+    out: pathlib.Path, checkpoint_path: Any, step: int | None, split: str, metrics: dict
+) -> dict[str, Any]:
+    """The eval result; process 0 writes it to `metrics.json` (and `metrics-<step>.json`)."""
+    result = {"checkpoint": str(checkpoint_path), "step": step, "split": split, "metrics": metrics}
+    if jax.process_index() == 0:
+        utils.write_json_atomic(out / "metrics.json", result)
+        if step is not None:
+            utils.write_json_atomic(out / f"metrics-{step}.json", result)
+    return result
+
+
 def predict_features(
     tr: trainer.Trainer, params, features: Iterable[dict[str, np.ndarray]], batch_size: int
 ) -> list[np.ndarray]:
@@ -199,16 +211,7 @@ def _evaluate(model, dataset_cfg, task, checkpoint_path, out, partitioner) -> di
         compute_metrics=True, step=step or 0, predict_fn=predict_fn, score_fn=score_fn
     )
     metrics = {name: _numeric(m) for name, m in future.result().items()}
-    result = {
-        "checkpoint": str(checkpoint_path),
-        "step": step,
-        "split": dataset_cfg.split,
-        "metrics": metrics,
-    }
-    if jax.process_index() == 0:
-        utils.write_json_atomic(out / "metrics.json", result)
-        if step is not None:
-            utils.write_json_atomic(out / f"metrics-{step}.json", result)
+    result = write_metrics(out, checkpoint_path, step, dataset_cfg.split, metrics)
     for name, m in metrics.items():
         logging.info("eval %s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
     return result

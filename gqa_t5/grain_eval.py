@@ -71,7 +71,7 @@ def evaluate(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, parti
 
 
 def _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner) -> dict[str, Any]:
-    from gqa_t5.eval import load_for_inference, predict_features
+    from gqa_t5.eval import load_for_inference, predict_features, write_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, dict[str, float]] = {}
@@ -113,23 +113,13 @@ def _evaluate(model, dataset_cfg, exports, checkpoint_path, out, partitioner) ->
                 out / f"{export.name}-{step or 0:06}.jsonl",
                 "".join(json.dumps(line) + "\n" for line in lines),
             )
-    result = {
-        "checkpoint": str(checkpoint_path),
-        "step": step,
-        "split": dataset_cfg.split,
-        "metrics": metrics,
-    }
-    if jax.process_index() == 0:
-        utils.write_json_atomic(out / "metrics.json", result)
-        if step is not None:
-            utils.write_json_atomic(out / f"metrics-{step}.json", result)
-    return result
+    return write_metrics(out, checkpoint_path, step, dataset_cfg.split, metrics)
 
 
 def infer(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitioner=None):
     """Decode every example of each exported task; write `<task>-<step>.jsonl`."""
     from gqa_t5.eval import load_for_inference, predict_features
-    from gqa_t5.infer import _write_lines_atomic
+    from gqa_t5.infer import prediction_line, write_predictions
 
     if not output_dir:
         raise ValueError("INFER_OUTPUT_DIR is not set: pass --gin.INFER_OUTPUT_DIR=\"'/path'\"")
@@ -148,16 +138,10 @@ def infer(*, model, dataset_cfg, checkpoint_path: str, output_dir: str, partitio
 
         exs, preds, step = _decode_all(load, predict_features, dataset_cfg, export, lengths)
         vocab = export.vocabulary
-        lines = []
-        for i, (ex, p) in enumerate(zip(exs, preds, strict=True)):
-            rec = {"index": i, "inputs": _text(ex, "inputs", vocab), "prediction": p}
-            target = _text(ex, "targets", vocab)
-            if target is not None:
-                rec["targets"] = target
-            lines.append(json.dumps(rec, ensure_ascii=False))
-        if jax.process_index() == 0:
-            path = out / f"{export.name}-{step if step is not None else 'final'}.jsonl"
-            _write_lines_atomic(path, lines)
-            written[export.name] = str(path)
-            logging.info("wrote %d predictions to %s", len(lines), path)
+        lines = [
+            prediction_line(i, _text(ex, "inputs", vocab), p, _text(ex, "targets", vocab))
+            for i, (ex, p) in enumerate(zip(exs, preds, strict=True))
+        ]
+        if (path := write_predictions(out, export.name, step, lines)) is not None:
+            written[export.name] = path
     return {"checkpoint": str(checkpoint_path), "step": step, "outputs": written}

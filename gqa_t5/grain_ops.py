@@ -43,20 +43,14 @@ def span_corruption_lengths(
     noise_density: float = NOISE_DENSITY,
     mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
 ) -> tuple[int, int]:
-    """(tokens_length, targets_length): (568, 114) for inputs 512 (T5's helper)."""
+    """`tasks.span_lengths.span_corruption_lengths`: (568, 114) for inputs 512.
 
-    def lengths(n: int) -> tuple[int, int]:
-        noise = int(round(n * noise_density))
-        spans = int(round(noise / mean_noise_span_length))
-        return n - noise + spans + 1, noise + spans + 1
+    Imported when called, not with this module: `import tasks` loads TensorFlow wherever it
+    is installed, and the Grain path stays TF-free.
+    """
+    from tasks.span_lengths import span_corruption_lengths as lengths
 
-    n = inputs_length - 1
-    while lengths(n + 1)[0] <= inputs_length:
-        n += 1
-    _, targets = lengths(n)
-    if noise_density == 0.5 and targets > inputs_length:
-        n, targets = n - 1, targets - 1
-    return n, targets
+    return lengths(inputs_length, noise_density, mean_noise_span_length)
 
 
 def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator):

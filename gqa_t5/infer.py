@@ -82,27 +82,35 @@ def infer(
         raw, feats = _task_examples(task, dataset_cfg)
         preds = predict_features(tr, params, feats, dataset_cfg.batch_size)
         vocab = task.output_features["targets"].vocabulary
-        lines = []
-        for i, (ex, p) in enumerate(zip(raw, preds, strict=True)):
-            rec = {
-                "index": i,
-                "inputs": _text(task, ex, "inputs"),
-                "prediction": vocab.decode(p.tolist()),
-            }
-            target = _text(task, ex, "targets")
-            if target is not None:
-                rec["targets"] = target
-            lines.append(json.dumps(rec, ensure_ascii=False))
-        if jax.process_index() == 0:
-            path = out / f"{task.name}-{step if step is not None else 'final'}.jsonl"
-            _write_lines_atomic(path, lines)
-            written[task.name] = str(path)
-            logging.info("wrote %d predictions to %s", len(lines), path)
+        lines = [
+            prediction_line(
+                i, _text(task, ex, "inputs"), vocab.decode(p.tolist()), _text(task, ex, "targets")
+            )
+            for i, (ex, p) in enumerate(zip(raw, preds, strict=True))
+        ]
+        if (path := write_predictions(out, task.name, step, lines)) is not None:
+            written[task.name] = path
     return {"checkpoint": str(checkpoint_path), "step": step, "outputs": written}
 
 
-def _write_lines_atomic(path: pathlib.Path, lines: list[str]) -> None:
+def prediction_line(index: int, inputs: str | None, prediction: str, targets: str | None) -> str:
+    """One line of a predictions file (JSON; "targets" only where the example has them)."""
+    rec = {"index": index, "inputs": inputs, "prediction": prediction}
+    if targets is not None:
+        rec["targets"] = targets
+    return json.dumps(rec, ensure_ascii=False)
+
+
+def write_predictions(
+    out: pathlib.Path, task_name: str, step: int | None, lines: list[str]
+) -> str | None:
+    """Process 0 writes `<task>-<step or final>.jsonl` (one JSON line each); its path, else None."""
+    if jax.process_index() != 0:
+        return None
+    path = out / f"{task_name}-{step if step is not None else 'final'}.jsonl"
     utils.write_text_atomic(path, "".join(line + "\n" for line in lines))
+    logging.info("wrote %d predictions to %s", len(lines), path)
+    return str(path)
 
 
 def console_main() -> None:

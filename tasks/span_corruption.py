@@ -13,37 +13,14 @@ from collections.abc import Mapping
 import seqio
 import tensorflow as tf
 
-NOISE_DENSITY = 0.15
-MEAN_NOISE_SPAN_LENGTH = 3.0
+from tasks.span_lengths import (  # noqa: F401  (re-exported)
+    MEAN_NOISE_SPAN_LENGTH,
+    NOISE_DENSITY,
+    span_corruption_lengths,
+)
+
 _MAX_CHUNK_LENGTH = 65536
 _CONCAT_BATCH_SIZE = 128
-
-
-def span_corruption_lengths(
-    inputs_length: int,
-    noise_density: float = NOISE_DENSITY,
-    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
-) -> tuple[int, int]:
-    """Longest raw segment whose corrupted inputs (+ EOS) fit inputs_length; its target length.
-
-    Returns (tokens_length, targets_length); (568, 114) for inputs 512 at T5's settings.
-    """
-
-    def corrupted_lengths(tokens_length: int) -> tuple[int, int]:
-        num_noise = int(round(tokens_length * noise_density))
-        num_spans = int(round(num_noise / mean_noise_span_length))
-        # One sentinel per span on each side, plus EOS.
-        return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
-
-    tokens_length = inputs_length - 1
-    while corrupted_lengths(tokens_length + 1)[0] <= inputs_length:
-        tokens_length += 1
-    _, targets_length = corrupted_lengths(tokens_length)
-    # At density 0.5 the targets could end up one longer than the inputs; T5 trims one.
-    if noise_density == 0.5 and targets_length > inputs_length:
-        tokens_length -= 1
-        targets_length -= 1
-    return tokens_length, targets_length
 
 
 def _random_segmentation(num_items: tf.Tensor, num_segments: tf.Tensor, seed) -> tf.Tensor:

@@ -9,6 +9,7 @@ Lazy leaves are recorded as `np.ndarray`, so stock Orbax restores them unchanged
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,6 +109,39 @@ def _as_float32(leaf: Any) -> Any:
     return np.asarray(leaf, dtype=np.float32)
 
 
+@contextlib.contextmanager
+def publish_dir(
+    path: Path,
+    overwrite: bool = False,
+    extra_files: Mapping[str, str | Callable[[], str]] | None = None,
+) -> Iterator[Path]:
+    """Yield a temp directory beside `path`; on success publish it as `path` atomically.
+
+    An existing `path` is an error unless `overwrite`, in which case the old directory is
+    swapped out and removed only after the new one is in place. `extra_files` (name -> text,
+    or a function giving it) are written into the temp directory before it is published.
+    On any error the temp directory is removed and `path` is left as it was.
+    """
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {path} already exists; pass overwrite=True (--overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text() if callable(text) else text)
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_params(
     path: str | os.PathLike,
     params: Mapping[str, Any],
@@ -126,12 +160,8 @@ def save_params(
       on_written: called with (leaf name, array) after each lazy leaf is written.
     """
     path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} already exists; pass overwrite=True (--overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tree = {"params": _map_nested(_as_float32, params)}
-    try:
+    with publish_dir(path, overwrite, extra_files) as tmp:
+        tree = {"params": _map_nested(_as_float32, params)}
         try:
             registry = lazy_type_handler_registry(on_written)
             handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
@@ -144,18 +174,6 @@ def save_params(
         for child in (tmp / "ckpt").iterdir():
             child.rename(tmp / child.name)
         (tmp / "ckpt").rmdir()
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text() if callable(text) else text)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

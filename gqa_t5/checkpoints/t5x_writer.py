@@ -17,8 +17,6 @@ written here as zeros, i.e. a fresh optimizer: `v_row`/`v_col` for a factored pa
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,35 +111,21 @@ def save_t5x(
       on_written: called with (leaf name, array) after each lazy leaf is written.
     """
     path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} already exists; pass overwrite=True (--overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tree = train_state_tree(params, step, min_dim_size_to_factor=min_dim_size_to_factor)
-    handler = ocp.PyTreeCheckpointHandler(
-        use_ocdbt=True,
-        type_handler_registry=orbax_params.lazy_type_handler_registry(
-            # progress counts the parameters, not the zero optimizer slots
-            None if on_written is None else lambda n, a: n.startswith("target") and on_written(n, a)
-        ),
-    )
-    options = ocp.CheckpointManagerOptions(step_prefix=STEP_PREFIX, create=True)
-    try:
+    with orbax_params.publish_dir(path, overwrite, extra_files) as tmp:
+        tree = train_state_tree(params, step, min_dim_size_to_factor=min_dim_size_to_factor)
+        handler = ocp.PyTreeCheckpointHandler(
+            use_ocdbt=True,
+            type_handler_registry=orbax_params.lazy_type_handler_registry(
+                # progress counts the parameters, not the zero optimizer slots
+                None
+                if on_written is None
+                else lambda n, a: n.startswith("target") and on_written(n, a)
+            ),
+        )
+        options = ocp.CheckpointManagerOptions(step_prefix=STEP_PREFIX, create=True)
         with ocp.CheckpointManager(tmp, options=options, item_handlers={"state": handler}) as m:
             m.save(int(step), args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree)))
             m.wait_until_finished()
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text() if callable(text) else text)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path / step_dir_name(step)
 
 
