@@ -96,13 +96,33 @@ def _decoder(task: str):
     return decode
 
 
+def _batched_source_class():
+    import grain
+
+    class BatchedSource(grain.sources.ArrayRecordDataSource):
+        """ArrayRecordDataSource whose batched read Grain's MapDataset uses.
+
+        Grain sends `MapDataset._getitems` to a source only if it has `_getitems`;
+        ArrayRecord's batched read is `__getitems__` (one C++ call for many records).
+        """
+
+        def _getitems(self, indices):
+            return self.__getitems__(indices)
+
+    return BatchedSource
+
+
+def _BatchedSource(paths):  # noqa: N802
+    return _batched_source_class()(paths)
+
+
 def records(
     export: Export, *, shuffle: bool, seed: int, num_epochs: int | None, shard: tuple[int, int]
 ):
     """This host's decoded records of one export as a MapDataset (shuffled, repeated)."""
     import grain
 
-    src = grain.sources.ArrayRecordDataSource([str(export.directory / fmt.DATA_FILE)])
+    src = _BatchedSource([str(export.directory / fmt.DATA_FILE)])
     ds = grain.MapDataset.source(src).map_with_index(lambda i, r: (i, r))
     index, count = shard
     ds = ds[index::count]
@@ -156,15 +176,19 @@ class Stream:
         n = len(self.examples)
         return None if n >= 2**62 else -(-n // self.unit_size)
 
+    def _read(self, lo: int, hi: int) -> list[dict]:
+        """Examples lo..hi-1 in one batched read (ArrayRecord reads them together, in C++)."""
+        return list(self.examples._getitems(list(range(lo, hi))))  # noqa: SLF001
+
     def _unit_examples(self, u: int, start: int) -> list[dict]:
         lo, hi = u * self.unit_size, min((u + 1) * self.unit_size, len(self.examples))
         if not self.span_corruption:
             return [
-                grain_ops.append_eos_after_trim(self.examples[i], self.lengths, self.eos_id)
-                for i in range(lo + start, hi)
+                grain_ops.append_eos_after_trim(ex, self.lengths, self.eos_id)
+                for ex in self._read(lo + start, hi)
             ]
         rng = np.random.default_rng([self.seed, self.host, u])
-        docs = [self.examples[i]["targets"] for i in range(lo, hi)]
+        docs = [ex["targets"] for ex in self._read(lo, hi)]
         segs = grain_ops.span_corruption(docs, rng, self.lengths, self.vocab_size)
         return [grain_ops.append_eos_after_trim(s, self.lengths, self.eos_id) for s in segs][start:]
 
