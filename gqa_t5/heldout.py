@@ -8,6 +8,7 @@ that every checkpoint of a grid is scored on the same examples (paired compariso
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 
@@ -77,12 +78,11 @@ def _examples(cfg: data.DatasetConfig, lengths: dict[str, int], max_examples: in
         exports = grain_data.open_exports(
             grain_data.data_dir(cfg.data_dir), cfg.mixture_or_task_name, cfg.split, task_lengths
         )
-        out = []
-        for export, _ in exports:
-            for ex in grain_data.eval_examples(export, task_lengths, seed=cfg.seed or 0):
-                out.append(grain_ops.unpacked_features(ex, task_lengths))
-                if len(out) == max_examples:
-                    return [{k: f[k] for k in _KEYS} for f in out]
-        return [{k: f[k] for k in _KEYS} for f in out]
+        examples = (
+            grain_ops.unpacked_features(ex, task_lengths)
+            for export, _ in exports
+            for ex in grain_data.eval_examples(export, task_lengths, seed=cfg.seed or 0)
+        )
+        return [{k: f[k] for k in _KEYS} for f in itertools.islice(examples, max_examples)]
     ds = data.get_dataset(cfg, num_epochs=1, drop_remainder=False).unbatch().take(max_examples)
     return [{k: np.asarray(ex[k]) for k in _KEYS} for ex in ds.as_numpy_iterator()]

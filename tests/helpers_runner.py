@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 from gqa_t5 import testing
 
@@ -59,3 +60,14 @@ def losses(model_dir: pathlib.Path) -> dict[int, float]:
 
     path = model_dir / "train_metrics.jsonl"
     return {r["step"]: r["loss"] for r in utils.read_jsonl(path)} if path.exists() else {}
+
+
+def wait_for(pred, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll `pred` until true; fail if the training subprocess exits first or time runs out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        assert proc.poll() is None, "training exited early"
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the training subprocess")

@@ -4,10 +4,9 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from helpers_runner import REPO, env, losses, popen
+from helpers_runner import REPO, env, losses, popen, wait_for
 
 from gqa_t5 import checkpointing, export
 from gqa_t5 import train as train_lib
@@ -90,16 +89,6 @@ def test_train_eval_infer_without_tensorflow_or_seqio(data_dir, tmp_path):
     assert result["metrics"][TASK] == pytest.approx(ref)
 
 
-def _wait_for(pred, proc, timeout=240.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        assert proc.poll() is None, "training exited early"
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for the training subprocess")
-
-
 def test_sigkill_then_restart_matches_uninterrupted(data_dir, tmp_path):
     run = tmp_path / "killed"
     args = TRAIN + [
@@ -109,7 +98,7 @@ def test_sigkill_then_restart_matches_uninterrupted(data_dir, tmp_path):
     ]
     proc = popen("gqa_t5.train", args + ["--gin.TRAIN_STEPS=100000"], tmp_path / "a.log")
     try:
-        _wait_for(lambda: max(losses(run), default=0) >= 7, proc)
+        wait_for(lambda: max(losses(run), default=0) >= 7, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

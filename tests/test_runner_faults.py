@@ -2,10 +2,9 @@
 exits 0; a NaN/Inf loss stops naming the step and keeps the last good checkpoint."""
 
 import signal
-import time
 
 import pytest
-from helpers_runner import PRETRAIN_FLAGS, losses, popen, setup_tiny_tasks
+from helpers_runner import PRETRAIN_FLAGS, losses, popen, setup_tiny_tasks, wait_for
 
 from gqa_t5 import checkpointing
 from gqa_t5 import train as train_lib
@@ -19,16 +18,6 @@ def tasks(tmp_path_factory):
     setup_tiny_tasks(tmp_path_factory.mktemp("task"))
 
 
-def _wait_for(pred, proc, timeout=240.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        assert proc.poll() is None, "training exited early"
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for the training subprocess")
-
-
 def _steps(model_dir):
     return checkpointing.CheckpointManager(model_dir / "checkpoints").all_steps()
 
@@ -38,7 +27,7 @@ def test_sigkill_then_restart_matches_uninterrupted(tmp_path):
     args = FLAGS + [f"--gin.MODEL_DIR='{run}'", "--gin.CHECKPOINT_PERIOD=3"]
     proc = popen("gqa_t5.train", args + ["--gin.TRAIN_STEPS=100000"], tmp_path / "a.log")
     try:
-        _wait_for(lambda: max(losses(run), default=0) >= 7, proc)
+        wait_for(lambda: max(losses(run), default=0) >= 7, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -76,7 +65,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         tmp_path / "t.log",
     )
     try:
-        _wait_for(lambda: max(losses(run), default=0) >= 3, proc)
+        wait_for(lambda: max(losses(run), default=0) >= 3, proc)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=120)
     finally:
