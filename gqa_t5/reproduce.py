@@ -288,26 +288,28 @@ class Pipeline:
         kv = _kv_name(num_kv_heads, self.r.num_heads)
         return self.runner.run(f"time/{kv}", fn)
 
-    def run(self, on_first_pass=None) -> list[dict]:
+    def start(self, source: str, p: Point) -> tuple[str, dict | None, dict | None]:
+        """Convert and uptrain one point: (its fine-tuning start, loss converted, loss start)."""
+        converted = self.convert(source, p)
+        kv = _kv_name(p.num_kv_heads, self.r.num_heads)
+        loss_converted = self.heldout(converted, p.num_kv_heads, f"{kv}-{p.method}")
+        start = self.uptrain(converted, p)
+        if start == converted:
+            return start, loss_converted, loss_converted
+        return start, loss_converted, self.heldout(start, p.num_kv_heads, p.spec)
+
+    def run(self, on_first_pass=None, seeds: bool = True) -> list[dict]:
         """All stages for every grid point; returns each point's raw results (`results`).
 
         Two passes: every point with fine-tuning seed 0 (and its timing), then the extra
-        seeds, so that a run cut short still has the whole grid once; `on_first_pass` gets
-        the first pass's results (run_recipe writes the tables from them).
+        seeds (unless `seeds` is False), so that a run cut short still has the whole grid
+        once; `on_first_pass` gets the first pass's results (run_recipe writes the tables).
         """
         source = self.pretrain()
         points, starts = [], []
         for i, p in enumerate(self.points, 1):
             self.print(f"== grid point {i}/{len(self.points)}: {self.r.size} {p.spec}")
-            converted = self.convert(source, p)
-            kv = _kv_name(p.num_kv_heads, self.r.num_heads)
-            loss_converted = self.heldout(converted, p.num_kv_heads, f"{kv}-{p.method}")
-            start = self.uptrain(converted, p)
-            loss_start = (
-                loss_converted
-                if start == converted
-                else self.heldout(start, p.num_kv_heads, p.spec)
-            )
+            start, loss_converted, loss_start = self.start(source, p)
             starts.append(start)
             points.append(
                 {
@@ -320,17 +322,121 @@ class Pipeline:
             )
         if on_first_pass is not None and any(len(self.seeds(p)) > 1 for p in self.points):
             on_first_pass(points)
+        if not seeds:
+            return points
         for i, (p, start, point) in enumerate(zip(self.points, starts, points, strict=True), 1):
             if len(self.seeds(p)) > 1:
                 self.print(f"== seeds of grid point {i}/{len(self.points)}: {p.spec}")
             point["evals"] += [self._evals(start, p, s) for s in self.seeds(p)[1:]]
         return points
 
+    def work(self, spec: str, seed: int) -> None:
+        """One parallel work item: a point's first pass without timing (seed 0), or one
+        extra fine-tuning seed of it."""
+        p = next(q for q in self.points if q.spec == spec)
+        start, _, _ = self.start(self.pretrain(), p)
+        self._evals(start, p, seed)
+
+    def run_parallel(self, workers: int, cache_dir: pathlib.Path) -> None:
+        """The stages in worker processes, in phases (`--workers`): pre-training alone; every
+        point's first pass on `workers` processes; timing (alone on the accelerator, so
+        T_infer is not disturbed) with the first tables; the extra seeds on `workers`
+        processes. Each point's stages and results are those of the serial run; stages that
+        points share are locked (stages.py). The caller's serial `run` then collects.
+        """
+        first = [(p.spec, 0) for p in self.points]
+        extra = [(p.spec, s) for s in range(1, self.r.finetune_seeds) for p in self.points]
+        extra = [
+            (spec, s) for spec, s in extra if s in self.seeds(parse_point(spec, self.r.num_heads))
+        ]
+        self.print(
+            f"== parallel: pre-training, then {len(first)} points and {len(extra)} "
+            f"extra seeds on {workers} workers"
+        )
+        if self._phase(1, [("pretrain", None)], cache_dir):
+            raise RuntimeError("pre-training failed; its stage log says why")
+        # A point whose worker failed is tried once more, serially, by the next phase (its
+        # error then stops the run, as in a serial run); the other points go on meanwhile.
+        self._phase(workers, first, cache_dir)
+        self._phase(1, [("first_pass", None)], cache_dir, raise_failure=True)
+        self._phase(workers, extra, cache_dir)
+
+    def _phase(
+        self, workers: int, items: list, cache_dir: pathlib.Path, raise_failure: bool = False
+    ) -> list:
+        """Run items on a fresh pool of spawned processes (each with 1/workers of the
+        accelerator's memory); every item runs even if another fails; returns the failures
+        (or raises the first with `raise_failure`)."""
+        import concurrent.futures
+        import multiprocessing
+
+        failures: list = []
+        if not items:
+            return failures
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(workers, len(items)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(dataclasses.asdict(self.r), str(self.out), str(cache_dir), workers),
+        ) as pool:
+            futures = {pool.submit(_worker_item, *item): item for item in items}
+            for f in concurrent.futures.as_completed(futures):
+                if f.exception() is not None:
+                    failures.append(f.exception())
+                    self.print(f"== worker item {futures[f]} failed: {f.exception()}")
+        if failures and raise_failure:
+            raise failures[0]
+        return failures
+
     def _evals(self, start: str, p: Point, seed: int) -> list:
         return [
             self.evaluate(self.finetune(start, p, t, seed), p, t, seed)
             for t in self.r.finetune_tasks
         ]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(recipe: dict, output_dir: str, cache_dir: str, workers: int) -> None:
+    """A spawned pipeline worker: its share of accelerator memory, logging, the XLA cache."""
+    share = 0.9 / workers
+    current = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(current, share):.3f}"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    utils.setup_logging(False)
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    name = _worker_name()
+    _WORKER["recipe"] = Recipe(**recipe)
+    _WORKER["pipeline"] = Pipeline(
+        _WORKER["recipe"], pathlib.Path(output_dir), lambda s: print(f"{s}  ({name})", flush=True)
+    )
+
+
+def _worker_name() -> str:
+    import multiprocessing
+
+    return multiprocessing.current_process().name.replace("SpawnProcess-", "worker ")
+
+
+def _worker_item(spec: str, seed: int | None) -> None:
+    pipeline: Pipeline = _WORKER["pipeline"]
+    if spec == "pretrain":
+        pipeline.pretrain()
+    elif spec == "first_pass":  # timing alone, and the first tables
+        recipe = _WORKER["recipe"]
+        pipeline.run(on_first_pass=lambda pts: _write(pts, recipe, pipeline.out), seeds=False)
+    else:
+        pipeline.work(spec, seed)
+
+
+def _write(points: list[dict], recipe: Recipe, out: pathlib.Path) -> dict:
+    rows, found = results.summarise(points, recipe)
+    return tables.write_outputs(out, rows, recipe, found)
 
 
 def _kv_name(num_kv_heads: int, num_heads: int) -> str:
@@ -392,17 +498,26 @@ def _state_dir(model_dir: str) -> pathlib.Path:
     return _step_dir(model_dir) / checkpointing.STATE
 
 
-def run_recipe(recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print) -> dict:
-    """Run the pipeline and write table1.{md,json} and the figures; returns the table."""
+def run_recipe(
+    recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print, workers: int = 1
+) -> dict:
+    """Run the pipeline and write table1.{md,json} and the figures; returns the table.
+
+    `workers` > 1 runs the grid points on that many processes sharing the accelerator
+    (`Pipeline.run_parallel`); this process then only collects (every stage is done).
+    """
     out = pathlib.Path(output_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pipeline = Pipeline(recipe, out, print_fn)
 
     def write(points: list[dict]) -> dict:
-        rows, found = results.summarise(points, recipe)
-        return tables.write_outputs(out, rows, recipe, found)
+        return _write(points, recipe, out)
 
+    if workers < 1:
+        raise errors.BadInput(f"--workers {workers}: use 1 (serial) or more")
+    if workers > 1:
+        pipeline.run_parallel(workers, out / ".jax_cache")
     with _compilation_cache(out / ".jax_cache"):
         points = pipeline.run(on_first_pass=write)
     table = write(points)
@@ -439,6 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--gin_search_paths", action="append", default=[])
     parser.add_argument("--output_dir", default="runs/reproduce")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="grid points on this many processes sharing the accelerator (after pre-training)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show known-harmless warnings")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
@@ -456,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = gin.get_configurable(Recipe)()
         gin.clear_config()
         try:
-            run_recipe(recipe, args.output_dir)
+            run_recipe(recipe, args.output_dir, workers=args.workers)
         except stages.StageError as e:
             raise errors.RunFailure(str(e)) from e
 

@@ -3,11 +3,15 @@
 A stage whose `DONE.json` exists is skipped (its recorded result is returned). A stage that
 fails keeps its partial outputs (a runner MODEL_DIR resumes from its last checkpoint),
 writes the traceback to its log and raises `StageError` naming the stage and the log;
-nothing of earlier stages is touched.
+nothing of earlier stages is touched. Stages are locked (`flock` on `<stage>/.lock`), so
+pipeline workers in several processes that share a stage (one conversion for every alpha of a
+G) run it once: the second waits, then finds DONE.json and skips it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import pathlib
@@ -18,7 +22,7 @@ from typing import Any
 
 from gqa_t5 import utils
 
-DONE, LOG = "DONE.json", "log.txt"
+DONE, LOG, LOCK = "DONE.json", "log.txt", ".lock"
 
 
 class StageError(RuntimeError):
@@ -40,10 +44,19 @@ class StageRunner:
         self.count += 1
         directory = self.root / name
         done = directory / DONE
-        if done.exists():
-            self.print(f"[{self.count:>3}] {name}: done earlier, skipped")
-            return json.loads(done.read_text())["result"]
+        if done.exists():  # the common case of a re-run: no lock, no directory created
+            return self._skipped(name, done)
         directory.mkdir(parents=True, exist_ok=True)
+        with _locked(directory / LOCK):
+            if done.exists():  # another worker finished it while this one waited
+                return self._skipped(name, done)
+            return self._run(name, directory, fn)
+
+    def _skipped(self, name: str, done: pathlib.Path) -> dict[str, Any]:
+        self.print(f"[{self.count:>3}] {name}: done earlier, skipped")
+        return json.loads(done.read_text())["result"]
+
+    def _run(self, name: str, directory: pathlib.Path, fn) -> dict[str, Any]:
         log_path = directory / LOG
         handler = logging.FileHandler(log_path, mode="a")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -62,10 +75,23 @@ class StageRunner:
             logging.getLogger().removeHandler(handler)
             handler.close()
         seconds = time.perf_counter() - t0
-        utils.write_json_atomic(done, {"stage": name, "seconds": seconds, "result": result})
+        utils.write_json_atomic(
+            directory / DONE, {"stage": name, "seconds": seconds, "result": result}
+        )
         self.ran.append(name)
         self.print(f"[{self.count:>3}] {name}: done in {seconds:.1f}s")
         return result
 
     def elapsed(self) -> str:
         return utils.format_eta(time.perf_counter() - self.t0)
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    """An exclusive advisory lock on `path`, held for the block (released if the process dies)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -7,6 +7,7 @@
 #               python scripts/build_offline_corpus.py --pack .device/realtext   # xz bundle
 # Device calls (carry .whl and .device/realtext), each well under 10 minutes:
 #   bash scripts/gpu_realtext.sh start [GIN]    # install, export, launch; GIN default realtext.gin
+#                                               # (WORKERS=4: grid points on 4 processes)
 #   bash scripts/gpu_realtext.sh restart [GIN]  # stop the pipeline (it saves), start again
 #   bash scripts/gpu_realtext.sh watch SECONDS  # wait (returns early when the run ends), then
 #                                               # pack results into $OUT/realtext_results.tar.gz
@@ -45,7 +46,7 @@ export_all() {  # pre-training corpus and the fine-tuning mixture (with its task
 
 pack() {  # everything small that the run wrote, in one file (the device returns 8 at most)
   tar -czf "$OUT/realtext_results.tar.gz" --exclude='*/checkpoint*' --exclude='*/model/*' \
-    --exclude='.jax_cache' --exclude='*.array_record' \
+    --exclude='.jax_cache' --exclude='*.array_record' --exclude='.lock' \
     $(cd runs && ls -d realtext realtext.log export_*.log 2>/dev/null | sed 's|^|runs/|') \
     2>/dev/null
   ls -l "$OUT"
@@ -53,9 +54,9 @@ pack() {  # everything small that the run wrote, in one file (the device returns
 
 case ${1:-} in
   restart)  # after a code fix: SIGTERM saves the running stage's checkpoint, then start again
-    pkill -TERM -f "gqa_t5.reproduce"
+    pkill -TERM -f "gqa_t5.reproduce|multiprocessing.spawn"  # the pipeline and its workers
     for _ in $(seq 90); do pgrep -f "gqa_t5.reproduce" > /dev/null || break; sleep 1; done
-    pkill -KILL -f "gqa_t5.reproduce"
+    pkill -KILL -f "gqa_t5.reproduce|multiprocessing.spawn"
     exec bash "$0" start "${@:2}"
     ;;
   start)
@@ -65,7 +66,7 @@ case ${1:-} in
     echo "exports ready in $(( $(date +%s) - t0 ))s"
     if pgrep -f "gqa_t5.reproduce" > /dev/null; then echo "already running"; exit 0; fi
     setsid nohup python3 -m gqa_t5.reproduce --gin_file="${2:-reproduce/realtext.gin}" \
-      --output_dir=$RUN > runs/realtext.log 2>&1 < /dev/null &
+      --output_dir=$RUN --workers="${WORKERS:-4}" > runs/realtext.log 2>&1 < /dev/null &
     sleep 60
     tail -n 5 runs/realtext.log
     ;;

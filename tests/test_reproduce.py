@@ -248,3 +248,25 @@ def test_gin_include_works_with_a_runs_directory_in_the_working_directory(tmp_pa
 
     assert gin.query_parameter("%BATCH_SIZE") == 2048  # from runs/uptrain.gin's include chain
     gin.clear_config()
+
+
+def test_parallel_workers_reproduce_the_serial_run(first_run, tmp_path):
+    """--workers 2: the same stages, the same numbers (each stage is seeded), the timing
+    stages run alone, and a stage two points share (one conversion) runs once."""
+    out, table, _ = first_run
+    grid = (*GRID, "mqa-mean-0")  # shares convert/mqa-mean with mqa-mean-0.05
+    lines = []
+    par = reproduce.run_recipe(_recipe(points=grid), tmp_path, lines.append, workers=2)
+    assert [r["point"] for r in par["rows"]] == list(grid)
+    serial = {r["point"]: r for r in table["rows"]}
+    for row in par["rows"][:2]:
+        want = serial[row["point"]]
+        assert row["scores_by_seed"] == want["scores_by_seed"]
+        assert row["heldout_loss"]["loss"] == pytest.approx(want["heldout_loss"]["loss"], 1e-6)
+    stage_dirs = {p.parent.relative_to(tmp_path) for p in tmp_path.rglob(stages.DONE)}
+    assert stage_dirs >= {
+        p.parent.relative_to(out) for p in out.rglob(stages.DONE) if "mqa-first" not in str(p)
+    }
+    convert_log = (tmp_path / "tiny/convert/mqa-mean" / stages.LOG).read_text()
+    assert convert_log.count("converting ") == 1
+    assert "0 stages run" in lines[-1]  # the workers ran them all; this process collected

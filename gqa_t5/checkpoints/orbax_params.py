@@ -261,6 +261,18 @@ def verify_checksums(path: Path, params: Mapping[str, Any]) -> None:
             )
 
 
+def restore_subtree(path: str | os.PathLike, root: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Flat 'a/b/c' -> array of every leaf under `root` (e.g. ('params',)), in one restore."""
+    path = Path(path).absolute()
+    item = unflatten(
+        {"/".join((*root, k)): np.zeros((), np.float32) for k in tree_shapes(path, root)}
+    )
+    node = _restore_partial(path, item)
+    for k in root:
+        node = node[k]
+    return {k: np.asarray(v) for k, v in flatten(node).items()}
+
+
 def restore_leaf(path: str | os.PathLike, keys: tuple[str, ...]) -> np.ndarray:
     """One array leaf, e.g. ('params', 'encoder', 'encoder_norm', 'scale'), read alone."""
     item = unflatten({"/".join(keys): np.zeros((), np.float32)})

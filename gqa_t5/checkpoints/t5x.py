@@ -56,6 +56,9 @@ def _ts_loader(spec: dict, name: str):
     return load
 
 
+WHOLE_TREE_BYTES = 2 << 30  # float32 bytes under which OrbaxTreeReader restores at once
+
+
 class T5xLegacyReader(Reader):
     """Reads a t5x checkpoint directory with a msgpack `checkpoint` file."""
 
@@ -121,12 +124,28 @@ class OrbaxTreeReader(Reader):
             shapes = orbax_params.tree_shapes(self.path, root)
         except ValueError as e:
             raise CheckpointError(str(e)) from e
+        # One Orbax restore costs ~0.1 s of fixed overhead: a checkpoint that fits in memory
+        # comfortably is read in one restore on the first read (small models: 190 leaves in
+        # ~1 s, not ~20 s); larger ones (T5-XXL) leaf by leaf, never all in memory.
+        whole = sum(4 * int(np.prod(s)) for s in shapes.values()) <= WHOLE_TREE_BYTES
+        self._whole: dict[str, np.ndarray] | None = None
         for name, shape in sorted(shapes.items()):
             keys = (*root, *name.split("/"))
-            self.add(name, shape, lambda k=keys: orbax_params.restore_leaf(self.path, k))
+            if whole:
+                self.add(name, shape, lambda n=name, r=root: self._from_whole(r, n))
+            else:
+                self.add(name, shape, lambda k=keys: orbax_params.restore_leaf(self.path, k))
         self.hints = {"logits_via_embedding": "decoder/logits_dense/kernel" not in shapes}
         if root == ("target",) and "state" in top:
             try:
                 self.hints["step"] = int(orbax_params.restore_leaf(self.path, ("state", "step")))
             except Exception:  # no step saved: the caller falls back to step 0
                 pass
+
+    def _from_whole(self, root: tuple[str, ...], name: str) -> np.ndarray:
+        """`name` from one restore of the whole tree under `root` (each leaf handed out once)."""
+        if self._whole is None:
+            self._whole = orbax_params.restore_subtree(self.path, root)
+        if name in self._whole:
+            return self._whole.pop(name)
+        return orbax_params.restore_leaf(self.path, (*root, *name.split("/")))
