@@ -111,7 +111,9 @@ def _q(value: Any) -> str:
 class Pipeline:
     """The stages of one recipe, in order, under `<output_dir>/<size>/`."""
 
-    def __init__(self, recipe: Recipe, output_dir: pathlib.Path, print_fn=print):
+    def __init__(
+        self, recipe: Recipe, output_dir: pathlib.Path, print_fn=print, collect_only=False
+    ):
         self.r = recipe
         self.out = output_dir
         self.points = [parse_point(p, recipe.num_heads) for p in recipe.points]
@@ -121,7 +123,7 @@ class Pipeline:
                 f"finetune_seeds={recipe.finetune_seeds} must be >= 1 and seed_points must be "
                 f"grid points (not in points: {unknown})"
             )
-        self.runner = stages.StageRunner(output_dir / recipe.size.lower(), print_fn)
+        self.runner = stages.StageRunner(output_dir / recipe.size.lower(), print_fn, collect_only)
         self.print = print_fn
 
     # -- helpers -------------------------------------------------------------------
@@ -140,6 +142,15 @@ class Pipeline:
             f"DATA_BACKEND = {_q(self.r.data_backend)}",
             f"GRAIN_DATA_DIR = {_q(self.r.grain_data_dir) if self.r.grain_data_dir else None}",
         ]
+
+    def _step_dir(self, train_result: dict) -> pathlib.Path:
+        """A training stage's last checkpoint; as recorded when only collecting (the
+        checkpoints of a run brought back from another machine are not copied)."""
+        if self.runner.collect_only:
+            return (
+                pathlib.Path(train_result["model_dir"]) / "checkpoints" / str(train_result["step"])
+            )
+        return _step_dir(train_result["model_dir"])
 
     def _train(self, run_gin: str, model_dir: pathlib.Path, bindings: Sequence[str]) -> dict:
         from gqa_t5 import train
@@ -163,7 +174,7 @@ class Pipeline:
             binds = [f"TRAIN_STEPS = {self.r.pretrain_steps}", *self.r.pretrain_bindings]
             return self._train("runs/pretrain.gin", d / "model", binds)
 
-        return str(_state_dir(self.runner.run("pretrain", fn)["model_dir"]))
+        return str(self._step_dir(self.runner.run("pretrain", fn)) / "state")
 
     def convert(self, source: str, p: Point) -> str:
         from gqa_t5 import convert
@@ -246,7 +257,7 @@ class Pipeline:
             return self._train("runs/finetune.gin", d / "model", binds)
 
         result = self.runner.run(f"finetune/{p.spec}/{task}{_seed_suffix(seed)}", fn)
-        return str(_step_dir(result["model_dir"]))
+        return str(self._step_dir(result))
 
     def evaluate(self, checkpoint: str, p: Point, task: str, seed: int = 0) -> dict:
         """{'metrics': {task: {metric: value}}, 'per_example': path} of one eval stage."""
@@ -327,7 +338,11 @@ class Pipeline:
         for i, (p, start, point) in enumerate(zip(self.points, starts, points, strict=True), 1):
             if len(self.seeds(p)) > 1:
                 self.print(f"== seeds of grid point {i}/{len(self.points)}: {p.spec}")
-            point["evals"] += [self._evals(start, p, s) for s in self.seeds(p)[1:]]
+            for s in self.seeds(p)[1:]:
+                try:
+                    point["evals"].append(self._evals(start, p, s))
+                except stages.StageMissing as e:  # collect_only: a run cut short
+                    self.print(f"== {p.spec} fine-tuning seed {s} left out: {e}")
         return points
 
     def work(self, spec: str, seed: int) -> None:
@@ -491,32 +506,32 @@ def _step_dir(model_dir: str) -> pathlib.Path:
     return step_dir
 
 
-def _state_dir(model_dir: str) -> pathlib.Path:
-    """The parameters of a runner checkpoint, as gqa-t5-convert reads them."""
-    from gqa_t5 import checkpointing
-
-    return _step_dir(model_dir) / checkpointing.STATE
-
-
 def run_recipe(
-    recipe: Recipe, output_dir: str | pathlib.Path, print_fn=print, workers: int = 1
+    recipe: Recipe,
+    output_dir: str | pathlib.Path,
+    print_fn=print,
+    workers: int = 1,
+    collect_only: bool = False,
 ) -> dict:
     """Run the pipeline and write table1.{md,json} and the figures; returns the table.
 
     `workers` > 1 runs the grid points on that many processes sharing the accelerator
     (`Pipeline.run_parallel`); this process then only collects (every stage is done).
+    `collect_only` runs no stage: the tables of a run cut short (or brought back from
+    another machine), with the extra fine-tuning seeds that did not finish left out; a
+    missing first-pass stage is an error naming it.
     """
     out = pathlib.Path(output_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pipeline = Pipeline(recipe, out, print_fn)
+    pipeline = Pipeline(recipe, out, print_fn, collect_only)
 
     def write(points: list[dict]) -> dict:
         return _write(points, recipe, out)
 
     if workers < 1:
         raise errors.BadInput(f"--workers {workers}: use 1 (serial) or more")
-    if workers > 1:
+    if workers > 1 and not collect_only:
         pipeline.run_parallel(workers, out / ".jax_cache")
     with _compilation_cache(out / ".jax_cache"):
         points = pipeline.run(on_first_pass=write)
@@ -560,6 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="grid points on this many processes sharing the accelerator (after pre-training)",
     )
+    parser.add_argument(
+        "--collect_only",
+        action="store_true",
+        help="run no stage: write the tables from the stages that finished",
+    )
     parser.add_argument("--verbose", action="store_true", help="show known-harmless warnings")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(gin_utils.rewrite_gin_args(argv))
@@ -577,7 +597,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = gin.get_configurable(Recipe)()
         gin.clear_config()
         try:
-            run_recipe(recipe, args.output_dir, workers=args.workers)
+            run_recipe(
+                recipe, args.output_dir, workers=args.workers, collect_only=args.collect_only
+            )
         except stages.StageError as e:
             raise errors.RunFailure(str(e)) from e
 

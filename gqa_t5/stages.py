@@ -29,11 +29,21 @@ class StageError(RuntimeError):
     """A pipeline stage failed; the message names the stage and its log file."""
 
 
+class StageMissing(StageError):
+    """A stage has not run and the runner only collects (`collect_only`)."""
+
+
 class StageRunner:
     """Runs stages in order with progress lines: [i] name ... done in Xs / skipped."""
 
-    def __init__(self, root: pathlib.Path, print_fn: Callable[[str], None] = print):
+    def __init__(
+        self,
+        root: pathlib.Path,
+        print_fn: Callable[[str], None] = print,
+        collect_only: bool = False,
+    ):
         self.root = root
+        self.collect_only = collect_only  # never run a stage: StageMissing instead
         self.print = print_fn
         self.count = 0
         self.ran: list[str] = []  # stages executed (not skipped) by this runner
@@ -46,6 +56,8 @@ class StageRunner:
         done = directory / DONE
         if done.exists():  # the common case of a re-run: no lock, no directory created
             return self._skipped(name, done)
+        if self.collect_only:
+            raise StageMissing(f"stage {name!r} has not run (no {done})")
         directory.mkdir(parents=True, exist_ok=True)
         with _locked(directory / LOCK):
             if done.exists():  # another worker finished it while this one waited

@@ -270,3 +270,30 @@ def test_parallel_workers_reproduce_the_serial_run(first_run, tmp_path):
     convert_log = (tmp_path / "tiny/convert/mqa-mean" / stages.LOG).read_text()
     assert convert_log.count("converting ") == 1
     assert "0 stages run" in lines[-1]  # the workers ran them all; this process collected
+
+
+def test_collect_only_runs_nothing_and_leaves_out_unfinished_seeds(first_run):
+    out, table, _ = first_run
+    before = _done_mtimes(out)
+    done = out / "tiny/eval/mha" / f"{TASK}-seed1" / stages.DONE
+    hidden = done.with_name("DONE.hidden")
+    done.rename(hidden)  # as if the run had been cut short before this eval finished
+    try:
+        lines = []
+        cut = reproduce.run_recipe(_recipe(), out, print_fn=lines.append, collect_only=True)
+        assert any("mha fine-tuning seed 1 left out" in line for line in lines)
+        mha = next(r for r in cut["rows"] if r["point"] == "mha")
+        assert mha["finetune_seeds"] == 1
+        assert mha["scores_by_seed"][TASK] == table["rows"][0]["scores_by_seed"][TASK][:1]
+        assert "0 stages run" in lines[-1]
+        first = out / "tiny/time/mqa" / stages.DONE  # a first-pass stage: an error, named
+        first.rename(first.with_name("DONE.hidden"))
+        try:
+            with pytest.raises(stages.StageMissing, match="time/mqa"):
+                reproduce.run_recipe(_recipe(), out, print_fn=lambda s: None, collect_only=True)
+        finally:
+            first.with_name("DONE.hidden").rename(first)
+    finally:
+        hidden.rename(done)
+    reproduce.run_recipe(_recipe(), out, print_fn=lambda s: None)  # the full tables again
+    assert _done_mtimes(out) == before
