@@ -152,6 +152,8 @@ def findings(
                 A(f"2 GQA-{g} - MQA - MHA", {pt(g): 2, pt(1): -1, mha: -1}),
             ],
             [
+                A("MHA - MQA", {mha: 1, pt(1): -1}),
+                A(f"MHA - GQA-{g}", {mha: 1, pt(g): -1}),
                 L(f"MQA - GQA-{g}", {pt(1): 1, pt(g): -1}),
                 L(f"MQA + MHA - 2 GQA-{g}", {pt(1): 1, mha: 1, pt(g): -2}),
             ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -268,7 +269,10 @@ def plot_figures(out: pathlib.Path, data: Mapping[str, dict]) -> list[pathlib.Pa
             ax.set_ylim(0, max(q3) * 1.15)
             ax.set_xlabel("G (key/value heads)")
             ax.set_ylabel("seconds per sample (from 0)")
-        fig.suptitle(d["title"], fontsize=9)
+        # Each title line wrapped to the figure's width (the one-panel figure is narrow).
+        width = 62 if one else 110
+        title = "\n".join(textwrap.fill(t, width) for t in d["title"].split("\n"))
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         png = out / f"{name}.png"
         tmp = out / f".{name}.tmp.png"

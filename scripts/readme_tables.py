@@ -51,6 +51,11 @@ def realtext_table(root: pathlib.Path) -> str:
     return tables.to_markdown(_json(root, "benchmarks/realtext_h200/table1.json")["rows"])
 
 
+def realtext_findings(root: pathlib.Path) -> str:
+    found = _json(root, "benchmarks/realtext_h200/findings.json")
+    return "```text\n" + findings.to_text(found) + "```\n"
+
+
 def realtext_heldout(root: pathlib.Path) -> str:
     from scripts.summarize_heldout import to_markdown
 
@@ -96,6 +101,7 @@ BLOCKS: dict[str, Callable[[pathlib.Path], str]] = {
     "paper-table1": paper_table1,
     "realtext-table": realtext_table,
     "realtext-heldout": realtext_heldout,
+    "realtext-findings": realtext_findings,
     "decode-h100": decode_h100,
 }
 

@@ -50,7 +50,10 @@ def _verdicts(result: dict) -> list[str]:
 def test_planted_grid_where_every_finding_holds():
     r = _grid(AVG, LOSS, TIME, noise=0.05)
     assert _verdicts(r) == [findings.HELD] * 4
-    assert all(c["verdict"] == findings.HELD for f in r["findings"] for c in f["supporting"])
+    sup = {c["difference"]: c["verdict"] for f in r["findings"] for c in f["supporting"]}
+    assert sup.pop("MHA - GQA-2") == findings.NOISE  # planted 0.1 apart: GQA near MHA
+    assert sup.pop("MHA - MQA") == findings.HELD
+    assert all(v == findings.HELD for v in sup.values())
     f3 = r["findings"][2]["deciding"][1]
     assert f3["difference"] == "2 GQA-2 - MQA - MHA"
     assert f3["estimate"] == pytest.approx(2 * 47.1 - 46.6 - 47.2)
