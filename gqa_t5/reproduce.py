@@ -352,12 +352,13 @@ class Pipeline:
         start, _, _ = self.start(self.pretrain(), p)
         self._evals(start, p, seed)
 
-    def run_parallel(self, workers: int, cache_dir: pathlib.Path) -> None:
+    def run_parallel(self, workers: int, cache_dir: pathlib.Path) -> int:
         """The stages in worker processes, in phases (`--workers`): pre-training alone; every
         point's first pass on `workers` processes; timing (alone on the accelerator, so
         T_infer is not disturbed) with the first tables; the extra seeds on `workers`
         processes. Each point's stages and results are those of the serial run; stages that
         points share are locked (stages.py). The caller's serial `run` then collects.
+        Returns the number of stages the workers ran.
         """
         first = [(p.spec, 0) for p in self.points]
         extra = [(p.spec, s) for s in range(1, self.r.finetune_seeds) for p in self.points]
@@ -368,46 +369,78 @@ class Pipeline:
             f"== parallel: pre-training, then {len(first)} points and {len(extra)} "
             f"extra seeds on {workers} workers"
         )
-        if self._phase(1, [("pretrain", None)], cache_dir):
-            raise RuntimeError("pre-training failed; its stage log says why")
+        ran = self._phase(1, [("pretrain", None)], cache_dir, raise_failure=True)
         # A point whose worker failed is tried once more, serially, by the next phase (its
         # error then stops the run, as in a serial run); the other points go on meanwhile.
-        self._phase(workers, first, cache_dir)
-        self._phase(1, [("first_pass", None)], cache_dir, raise_failure=True)
-        self._phase(workers, extra, cache_dir)
+        ran += self._phase(workers, first, cache_dir)
+        ran += self._phase(1, [("first_pass", None)], cache_dir, raise_failure=True)
+        return ran + self._phase(workers, extra, cache_dir)
 
     def _phase(
         self, workers: int, items: list, cache_dir: pathlib.Path, raise_failure: bool = False
-    ) -> list:
-        """Run items on a fresh pool of spawned processes (each with 1/workers of the
-        accelerator's memory); every item runs even if another fails; returns the failures
-        (or raises the first with `raise_failure`)."""
+    ) -> int:
+        """Run items on a fresh pool of spawned processes (each with 0.9 / its size of the
+        accelerator's memory); every item runs even if another fails (with `raise_failure`
+        the first failure is raised after); returns the number of stages run.
+
+        A signal or Ctrl-C here cancels the queued items and sends SIGTERM to the workers
+        (a training stage saves its checkpoint), waits for them, and re-raises.
+        """
         import concurrent.futures
         import multiprocessing
 
-        failures: list = []
         if not items:
-            return failures
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(workers, len(items)),
+            return 0
+        size = min(workers, len(items))
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=size,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(dataclasses.asdict(self.r), str(self.out), str(cache_dir), workers),
-        ) as pool:
+            initargs=(dataclasses.asdict(self.r), str(self.out), str(cache_dir), size),
+        )
+        failures, ran = [], 0
+        try:
             futures = {pool.submit(_worker_item, *item): item for item in items}
             for f in concurrent.futures.as_completed(futures):
-                if f.exception() is not None:
+                if f.exception() is None:
+                    ran += f.result()
+                else:
                     failures.append(f.exception())
                     self.print(f"== worker item {futures[f]} failed: {f.exception()}")
+        except BaseException:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            with _sigterm_ignored():  # a second SIGTERM must not cut the workers' saves short
+                for proc in processes:
+                    proc.terminate()
+                for proc in processes:
+                    proc.join(timeout=300)
+            raise
+        pool.shutdown(wait=True)
         if failures and raise_failure:
             raise failures[0]
-        return failures
+        return ran
 
     def _evals(self, start: str, p: Point, seed: int) -> list:
         return [
             self.evaluate(self.finetune(start, p, t, seed), p, t, seed)
             for t in self.r.finetune_tasks
         ]
+
+
+@contextlib.contextmanager
+def _sigterm_ignored():
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 _WORKER: dict[str, Any] = {}
@@ -438,8 +471,10 @@ def _worker_name() -> str:
     return multiprocessing.current_process().name.replace("SpawnProcess-", "worker ")
 
 
-def _worker_item(spec: str, seed: int | None) -> None:
+def _worker_item(spec: str, seed: int | None) -> int:
+    """One item of a phase; returns the number of stages it ran."""
     pipeline: Pipeline = _WORKER["pipeline"]
+    before = len(pipeline.runner.ran)
     if spec == "pretrain":
         pipeline.pretrain()
     elif spec == "first_pass":  # timing alone, and the first tables
@@ -447,6 +482,7 @@ def _worker_item(spec: str, seed: int | None) -> None:
         pipeline.run(on_first_pass=lambda pts: _write(pts, recipe, pipeline.out), seeds=False)
     else:
         pipeline.work(spec, seed)
+    return len(pipeline.runner.ran) - before
 
 
 def _write(points: list[dict], recipe: Recipe, out: pathlib.Path) -> dict:
@@ -521,6 +557,8 @@ def run_recipe(
     another machine), with the extra fine-tuning seeds that did not finish left out; a
     missing first-pass stage is an error naming it.
     """
+    if workers < 1:
+        raise errors.BadInput(f"--workers {workers}: use 1 (serial) or more")
     out = pathlib.Path(output_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -529,18 +567,18 @@ def run_recipe(
     def write(points: list[dict]) -> dict:
         return _write(points, recipe, out)
 
-    if workers < 1:
-        raise errors.BadInput(f"--workers {workers}: use 1 (serial) or more")
+    by_workers = 0
     if workers > 1 and not collect_only:
-        pipeline.run_parallel(workers, out / ".jax_cache")
+        by_workers = pipeline.run_parallel(workers, out / ".jax_cache")
     with _compilation_cache(out / ".jax_cache"):
         points = pipeline.run(on_first_pass=write)
     table = write(points)
     print_fn(table["markdown"])
     print_fn(table["findings_text"])
     print_fn(
-        f"summary: {len(points)} rows, {len(pipeline.runner.ran)} stages run, "
-        f"{pipeline.runner.count - len(pipeline.runner.ran)} skipped, "
+        f"summary: {len(points)} rows, {len(pipeline.runner.ran) + by_workers} stages run"
+        f"{f' ({by_workers} by {workers} workers)' if workers > 1 else ''}, "
+        f"{max(0, pipeline.runner.count - len(pipeline.runner.ran) - by_workers)} skipped, "
         f"{time.perf_counter() - t0:.0f}s; outputs in {out}"
     )
     return table
@@ -587,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     utils.setup_logging(args.verbose)
     paths = [p for arg in args.gin_search_paths for p in arg.split(",") if p]
 
-    def body() -> None:
+    def body() -> int | None:
         try:
             gin_utils.parse_gin(args.gin_file or [DEFAULT_GIN], args.gin_bindings, paths)
         except (ValueError, SyntaxError, NameError, TypeError, ImportError, OSError) as e:
@@ -600,6 +638,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_recipe(
                 recipe, args.output_dir, workers=args.workers, collect_only=args.collect_only
             )
+        except errors.Terminated:
+            print(
+                "gqa-t5-reproduce: stopped by SIGTERM; finished stages are kept (a training "
+                "stage saved its checkpoint): the same command resumes",
+                file=sys.stderr,
+            )
+            return errors.EXIT_TERMINATED
         except stages.StageError as e:
             raise errors.RunFailure(str(e)) from e
 

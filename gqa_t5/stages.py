@@ -66,7 +66,11 @@ class StageRunner:
 
     def _skipped(self, name: str, done: pathlib.Path) -> dict[str, Any]:
         self.print(f"[{self.count:>3}] {name}: done earlier, skipped")
-        return json.loads(done.read_text())["result"]
+        record = json.loads(done.read_text())
+        old = record.get("root") or _recorded_root(record["result"], name)
+        if old and old != str(self.root):  # the run was moved or brought back from elsewhere
+            return _rebase(record["result"], old, str(self.root))
+        return record["result"]
 
     def _run(self, name: str, directory: pathlib.Path, fn) -> dict[str, Any]:
         log_path = directory / LOG
@@ -88,7 +92,8 @@ class StageRunner:
             handler.close()
         seconds = time.perf_counter() - t0
         utils.write_json_atomic(
-            directory / DONE, {"stage": name, "seconds": seconds, "result": result}
+            directory / DONE,
+            {"stage": name, "seconds": seconds, "root": str(self.root), "result": result},
         )
         self.ran.append(name)
         self.print(f"[{self.count:>3}] {name}: done in {seconds:.1f}s")
@@ -96,6 +101,37 @@ class StageRunner:
 
     def elapsed(self) -> str:
         return utils.format_eta(time.perf_counter() - self.t0)
+
+
+def _recorded_root(result: Any, name: str) -> str | None:
+    """The runner root a DONE.json without "root" was written under, from a path in it."""
+    marker = f"/{name}/"
+    for value in _strings(result):
+        if marker in value + "/":
+            return (value + "/")[: (value + "/").index(marker)]
+    return None
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _rebase(value: Any, old: str, new: str) -> Any:
+    """Every path under `old` (a recorded runner root) moved to `new`."""
+    if isinstance(value, str):
+        return new + value[len(old) :] if value == old or value.startswith(old + "/") else value
+    if isinstance(value, dict):
+        return {k: _rebase(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, old, new) for v in value]
+    return value
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ BUNDLE=${REALTEXT_BUNDLE:-.device/realtext}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9
 export GQA_T5_REALTEXT_DIR=$BUNDLE PYTHONPATH=/tmp/site:$PWD
 mkdir -p "$OUT" runs
+PIPELINE="gqa_t5.reproduce|multiprocessing.spawn"  # the pipeline and its worker processes
 
 setup() {
   if [[ ! -d /tmp/site/grain ]]; then
@@ -54,9 +55,9 @@ pack() {  # everything small that the run wrote, in one file (the device returns
 
 case ${1:-} in
   restart)  # after a code fix: SIGTERM saves the running stage's checkpoint, then start again
-    pkill -TERM -f "gqa_t5.reproduce|multiprocessing.spawn"  # the pipeline and its workers
-    for _ in $(seq 90); do pgrep -f "gqa_t5.reproduce" > /dev/null || break; sleep 1; done
-    pkill -KILL -f "gqa_t5.reproduce|multiprocessing.spawn"
+    pkill -TERM -f "$PIPELINE"  # training stages save a checkpoint; the parent stops its pool
+    for _ in $(seq 120); do pgrep -f "$PIPELINE" > /dev/null || break; sleep 1; done
+    pkill -KILL -f "$PIPELINE"
     exec bash "$0" start "${@:2}"
     ;;
   start)
@@ -64,7 +65,7 @@ case ${1:-} in
     setup
     export_all
     echo "exports ready in $(( $(date +%s) - t0 ))s"
-    if pgrep -f "gqa_t5.reproduce" > /dev/null; then echo "already running"; exit 0; fi
+    if pgrep -f "$PIPELINE" > /dev/null; then echo "already running"; exit 0; fi
     setsid nohup python3 -m gqa_t5.reproduce --gin_file="${2:-reproduce/realtext.gin}" \
       --output_dir=$RUN --workers="${WORKERS:-4}" > runs/realtext.log 2>&1 < /dev/null &
     sleep 60
@@ -72,10 +73,10 @@ case ${1:-} in
     ;;
   watch)
     end=$(( $(date +%s) + ${2:-500} ))
-    while (( $(date +%s) < end )) && pgrep -f "gqa_t5.reproduce" > /dev/null; do sleep 10; done
+    while (( $(date +%s) < end )) && pgrep -f "$PIPELINE" > /dev/null; do sleep 10; done
     grep -E "^\[|^==|summary|error" runs/realtext.log | tail -n 12
     grep -E "INFO step" runs/realtext.log | tail -n 2
-    pgrep -f "gqa_t5.reproduce" > /dev/null && echo "still running" || echo "finished"
+    pgrep -f "$PIPELINE" > /dev/null && echo "still running" || echo "finished"
     pack
     ;;
   *)

@@ -252,24 +252,82 @@ def test_gin_include_works_with_a_runs_directory_in_the_working_directory(tmp_pa
 
 def test_parallel_workers_reproduce_the_serial_run(first_run, tmp_path):
     """--workers 2: the same stages, the same numbers (each stage is seeded), the timing
-    stages run alone, and a stage two points share (one conversion) runs once."""
+    stages after every first-pass stage and before the extra seeds."""
     out, table, _ = first_run
-    grid = (*GRID, "mqa-mean-0")  # shares convert/mqa-mean with mqa-mean-0.05
+    grid = ("mqa-mean-0", *GRID)  # the first two items share convert/mqa-mean
     lines = []
     par = reproduce.run_recipe(_recipe(points=grid), tmp_path, lines.append, workers=2)
     assert [r["point"] for r in par["rows"]] == list(grid)
     serial = {r["point"]: r for r in table["rows"]}
-    for row in par["rows"][:2]:
+    for row in par["rows"][1:]:
         want = serial[row["point"]]
         assert row["scores_by_seed"] == want["scores_by_seed"]
         assert row["heldout_loss"]["loss"] == pytest.approx(want["heldout_loss"]["loss"], 1e-6)
     stage_dirs = {p.parent.relative_to(tmp_path) for p in tmp_path.rglob(stages.DONE)}
-    assert stage_dirs >= {
-        p.parent.relative_to(out) for p in out.rglob(stages.DONE) if "mqa-first" not in str(p)
-    }
-    convert_log = (tmp_path / "tiny/convert/mqa-mean" / stages.LOG).read_text()
-    assert convert_log.count("converting ") == 1
-    assert "0 stages run" in lines[-1]  # the workers ran them all; this process collected
+    serial_dirs = {p.parent.relative_to(out) for p in out.rglob(stages.DONE)}
+    assert stage_dirs >= {d for d in serial_dirs if "mqa-first" not in str(d)}
+    assert (tmp_path / "tiny/convert/mqa-mean" / stages.LOG).read_text().count("converting ") == 1
+    mtime = {d: (tmp_path / d / stages.DONE).stat().st_mtime_ns for d in stage_dirs}
+    timing = [t for d, t in mtime.items() if d.parts[1] == "time"]
+    seeds = [t for d, t in mtime.items() if d.name.endswith("-seed1")]
+    first = [t for d, t in mtime.items() if d.parts[1] != "time" and t not in seeds]
+    assert max(first) < min(timing) and max(timing) < min(seeds)
+    assert f"{len(stage_dirs)} stages run ({len(stage_dirs)} by 2 workers)" in lines[-1]
+
+
+def test_stage_lock_runs_a_shared_stage_once(tmp_path):
+    """Three processes reach one stage together: one runs it, the others wait and skip it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_shared_stage, args=(tmp_path,)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    assert (tmp_path / "ran.txt").read_text() == "x"  # without the lock: "xxx"
+    assert len(list((tmp_path / "shared").glob("result-*.json"))) == 3
+
+
+def _shared_stage(root):
+    import os
+    import time
+
+    def fn(d):
+        time.sleep(1.5)  # long enough that the others arrive while it runs
+        with open(root / "ran.txt", "a") as f:
+            f.write("x")
+        return {"value": 7}
+
+    result = stages.StageRunner(root, print_fn=lambda s: None).run("shared", fn)
+    (root / "shared" / f"result-{os.getpid()}.json").write_text(json.dumps(result))
+
+
+def test_collect_only_from_a_moved_copy_without_checkpoints(first_run, tmp_path):
+    """What gpu_realtext.sh brings back (no checkpoints), unpacked at another path: the
+    recorded paths follow the copy, and the tables are the run's."""
+    import shutil
+
+    out, table, _ = first_run
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(
+        out, copy, ignore=lambda d, names: [n for n in names if n in ("model", "checkpoint")]
+    )
+    assert not list(copy.rglob("checkpoints"))
+    eval_done = copy / "tiny/eval/mha" / TASK / stages.DONE
+    record = json.loads(eval_done.read_text())
+    del record["root"]  # as written before DONE.json recorded its root: inferred from a path
+    eval_done.write_text(json.dumps(record))
+    runner = stages.StageRunner(copy / "tiny", print_fn=lambda s: None, collect_only=True)
+    for name in (f"eval/mha/{TASK}", "pretrain", "heldout/mqa-mean-0.05"):
+        result = runner.run(name, None)
+        paths = [v for v in result.values() if isinstance(v, str) and v.startswith("/")]
+        assert paths and all(v.startswith(str(copy / "tiny")) for v in paths), (name, result)
+    lines = []
+    again = reproduce.run_recipe(_recipe(), copy, print_fn=lines.append, collect_only=True)
+    assert [r["avg"] for r in again["rows"]] == [r["avg"] for r in table["rows"]]
+    assert "0 stages run" in lines[-1]
 
 
 def test_collect_only_runs_nothing_and_leaves_out_unfinished_seeds(first_run):
