@@ -183,10 +183,11 @@ def _raise_terminated(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises `Terminated` (so `finally` blocks clean up) until the block ends."""
+def sigterm_handled(handler: object) -> Iterator[None]:
+    """SIGTERM goes to `handler` (a function, or signal.SIG_IGN) until the block ends; off
+    the main thread, where handlers cannot be set, the block runs unchanged."""
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         yield
         return
@@ -194,6 +195,11 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def sigterm_raises() -> contextlib.AbstractContextManager:
+    """SIGTERM raises `Terminated` (so `finally` blocks clean up) until the block ends."""
+    return sigterm_handled(_raise_terminated)
 
 
 def run_cli(prog: str, body: Callable[[], int | None], argv: list[str], verbose: bool) -> int:

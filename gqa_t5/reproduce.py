@@ -388,6 +388,7 @@ class Pipeline:
         """
         import concurrent.futures
         import multiprocessing
+        import signal
 
         if not items:
             return 0
@@ -410,7 +411,9 @@ class Pipeline:
         except BaseException:
             processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            with _sigterm_ignored():  # a second SIGTERM must not cut the workers' saves short
+            with errors.sigterm_handled(
+                signal.SIG_IGN
+            ):  # a second SIGTERM must not cut the workers' saves short
                 for proc in processes:
                     proc.terminate()
                 for proc in processes:
@@ -426,21 +429,6 @@ class Pipeline:
             self.evaluate(self.finetune(start, p, t, seed), p, t, seed)
             for t in self.r.finetune_tasks
         ]
-
-
-@contextlib.contextmanager
-def _sigterm_ignored():
-    import signal
-
-    try:
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 _WORKER: dict[str, Any] = {}
