@@ -80,6 +80,10 @@ _NOT_WRITABLE = (errno.EACCES, errno.EROFS, errno.EPERM)
 class _HarmlessFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
+            if record.name == "asyncio" and "never retrieved" in record.getMessage():
+                # Orbax's background writes that failed with the error the run already
+                # reported (e.g. a full disk), logged later when their tasks are collected.
+                return False
             return not HARMLESS.search(record.getMessage())
         except Exception:  # noqa: BLE001 - a bad log record must not hide the rest
             return True

@@ -2,6 +2,7 @@
 the directory tree unchanged. Runs in process (one JAX start-up) on the bundled tasks and
 the tiny model; two subprocesses check the whole command line's stderr."""
 
+import gc
 import json
 import os
 import re
@@ -176,6 +177,8 @@ def test_full_disk_fails_in_one_line_and_removes_the_run(tmp_path, capsys):
         pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
     try:
         rc = run(train_lib.train, TRAIN + [f"--gin.MODEL_DIR='{disk / 'run'}'"])
+        for _ in range(5):  # failed background writes log when collected: here, not later
+            gc.collect()
         err = capsys.readouterr().err
         assert rc == errors.EXIT_FAILURE, err
         one_error_line(err, "no space left", "free some space")
