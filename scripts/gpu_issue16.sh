@@ -40,8 +40,8 @@ for k in pallas xla; do
     --out "$OUT/decode_large_g1_$k.json"
 done
 stamp train_small8
-run 45 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
-  --attention_impl auto --out "$OUT/train_small8.json"
+run 75 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
+  --attention_impl auto --profile --out "$OUT/train_small8.json"  # + per-kernel profile
 fi
 BEST=${BEST:-'{}'}
 if [[ $section == peer ]]; then
