@@ -201,16 +201,21 @@ class Pipeline:
             return converted  # alpha = 0: fine-tune the converted checkpoint directly
 
         def fn(d: pathlib.Path) -> dict:
-            binds = [
-                f"NUM_KV_HEADS = {p.num_kv_heads}",
-                f"INITIAL_CHECKPOINT_PATH = {_q(converted)}",
-                f"TRAIN_STEPS = {steps}",
-                f"LR_INITIAL_STEP = {self.r.original_steps or self.r.pretrain_steps}",
-                *self.r.uptrain_bindings,
-            ]
-            return {"alpha": p.alpha, **self._train("runs/uptrain.gin", d / "model", binds)}
+            return {"alpha": p.alpha, **self.uptrain_run(converted, p.num_kv_heads, steps, d)}
 
         return self.runner.run(f"uptrain/{p.spec}", fn)["model_dir"]
+
+    def uptrain_run(self, converted: str, num_kv_heads: Any, steps: int, d: pathlib.Path) -> dict:
+        """Continue the pre-training recipe (its schedule from `original_steps`) on a
+        converted checkpoint for `steps` steps, in `d/model`."""
+        binds = [
+            f"NUM_KV_HEADS = {num_kv_heads!r}",
+            f"INITIAL_CHECKPOINT_PATH = {_q(converted)}",
+            f"TRAIN_STEPS = {steps}",
+            f"LR_INITIAL_STEP = {self.r.original_steps or self.r.pretrain_steps}",
+            *self.r.uptrain_bindings,
+        ]
+        return self._train("runs/uptrain.gin", d / "model", binds)
 
     def heldout(self, checkpoint: str, num_kv_heads: int, name: str) -> dict | None:
         """Held-out loss of a checkpoint (stage `heldout/<name>`); None if not configured."""

@@ -108,19 +108,10 @@ def run_variant(pipe, source: str, g, variant: str, uptrain_steps: int) -> dict:
         f"{name}/eval0", lambda d: heldout_loss(pipe, g, conv["checkpoint"])
     )
     base = pipe.r.original_steps or pipe.r.pretrain_steps
-
-    def do_uptrain(d: pathlib.Path) -> dict:
-        binds = [
-            f"NUM_KV_HEADS = {g!r}",
-            f"INITIAL_CHECKPOINT_PATH = {reproduce._q(conv['checkpoint'])}",
-            f"TRAIN_STEPS = {uptrain_steps}",
-            f"LR_INITIAL_STEP = {base}",
-            *pipe.r.uptrain_bindings,
-        ]
-        return pipe._train("runs/uptrain.gin", d / "model", binds)
-
-    up = pipe.runner.run(f"{name}/uptrain", do_uptrain)
-    step_dir = str(reproduce._step_dir(up["model_dir"]))
+    up = pipe.runner.run(
+        f"{name}/uptrain", lambda d: pipe.uptrain_run(conv["checkpoint"], g, uptrain_steps, d)
+    )
+    step_dir = str(pipe._step_dir(up))
     row["uptrained"] = pipe.runner.run(f"{name}/eval1", lambda d: heldout_loss(pipe, g, step_dir))
     row["alpha"] = uptrain_steps / base
     report = conv["block_errors"]

@@ -71,3 +71,15 @@ def wait_for(pred, proc: subprocess.Popen, timeout: float = 240.0) -> None:
         assert proc.poll() is None, "training exited early"
         time.sleep(0.05)
     raise AssertionError("timed out waiting for the training subprocess")
+
+
+def sigkill_once_trained(proc: subprocess.Popen, model_dir: pathlib.Path, step: int = 7) -> None:
+    """SIGKILL the training subprocess once it has logged `step` (a crash, no clean stop)."""
+    import signal
+
+    try:
+        wait_for(lambda: max(losses(model_dir), default=0) >= step, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()

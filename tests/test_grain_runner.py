@@ -1,12 +1,11 @@
 """The Grain backend end to end: a TF-free train -> eval -> infer, and SIGKILL + restart."""
 
 import json
-import signal
 import subprocess
 import sys
 
 import pytest
-from helpers_runner import REPO, env, losses, popen, wait_for
+from helpers_runner import REPO, env, losses, popen, sigkill_once_trained
 
 from gqa_t5 import checkpointing, export
 from gqa_t5 import train as train_lib
@@ -97,12 +96,7 @@ def test_sigkill_then_restart_matches_uninterrupted(data_dir, tmp_path):
         "--gin.CHECKPOINT_PERIOD=3",
     ]
     proc = popen("gqa_t5.train", args + ["--gin.TRAIN_STEPS=100000"], tmp_path / "a.log")
-    try:
-        wait_for(lambda: max(losses(run), default=0) >= 7, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    sigkill_once_trained(proc, run)
     resume = max(checkpointing.CheckpointManager(run / "checkpoints").all_steps())
     assert resume >= 6 and resume % 3 == 0
     end = resume + 4

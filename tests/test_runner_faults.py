@@ -4,7 +4,14 @@ exits 0; a NaN/Inf loss stops naming the step and keeps the last good checkpoint
 import signal
 
 import pytest
-from helpers_runner import PRETRAIN_FLAGS, losses, popen, setup_tiny_tasks, wait_for
+from helpers_runner import (
+    PRETRAIN_FLAGS,
+    losses,
+    popen,
+    setup_tiny_tasks,
+    sigkill_once_trained,
+    wait_for,
+)
 
 from gqa_t5 import checkpointing
 from gqa_t5 import train as train_lib
@@ -26,12 +33,7 @@ def test_sigkill_then_restart_matches_uninterrupted(tmp_path):
     run = tmp_path / "killed"
     args = FLAGS + [f"--gin.MODEL_DIR='{run}'", "--gin.CHECKPOINT_PERIOD=3"]
     proc = popen("gqa_t5.train", args + ["--gin.TRAIN_STEPS=100000"], tmp_path / "a.log")
-    try:
-        wait_for(lambda: max(losses(run), default=0) >= 7, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    sigkill_once_trained(proc, run)
     resume = max(_steps(run))
     before = losses(run)
     assert resume >= 6 and resume % 3 == 0
