@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 16 on one H200, in about 6 minutes: ceilings, the Pallas decode-attention kernel
+# Issue 16 on one H200, in about 8.5 minutes: ceilings, the Pallas decode-attention kernel
 # (correctness against XLA and float32 on the GPU, GB/s, a launch sweep), GQA-8-XXL and
 # MQA-Large decode with and without it, and T5.1.1-small-with-8-heads training MFU.
 # Every part writes JSON under $OUT; a failing part does not stop the others.
-#   OUT=/tmp/out bash scripts/gpu_issue16.sh          # the ~6-minute first call
+#   OUT=/tmp/out bash scripts/gpu_issue16.sh          # the ~8.5-minute first call
 # Later calls (each under 10 minutes): `... gpu_issue16.sh peer` (HF peer, static and
 # dynamic cache, full-length warm-up), `KERNEL=xla|pallas_cross|pallas ... xxl_all` or
 # `large_all` (every G with one decode-kernel setting; BEST='{"block_k": ..}' passes the
@@ -21,26 +21,33 @@ python3 -c "import jax; print(jax.__version__)" > "$OUT/jax.txt" 2>&1
 
 if [[ $section == main ]]; then
 stamp kernel
-run 100 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
+run 130 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
 CEIL=$(python3 -c "import json; print(json.dumps(json.load(open('$OUT/kernel.json')).get('ceilings', {})))" 2>/dev/null || echo '{}')
 BEST=$(cat "$OUT/best.json" 2>/dev/null || echo '{}')
 echo "ceilings: $CEIL"; echo "best: $BEST"
-
-stamp xxl_pallas
-run 105 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check --profile \
+# GQA-8-XXL side by side: the kernel for cross-attention (profiled), for both attentions,
+# the XLA path, and the cross kernel with every GEMM in cuBLAS (residual adds fold into
+# its beta). One process each; a failure leaves the others.
+stamp xxl
+run 110 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check --profile \
   --decode_kernel pallas_cross --kernel_params "$BEST" --ceilings_json "$CEIL" \
   --out "$OUT/decode_xxl_g8_pallas_cross.json"
-stamp xxl_xla
-run 85 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
+run 70 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
+  --decode_kernel pallas --kernel_params "$BEST" --ceilings_json "$CEIL" \
+  --out "$OUT/decode_xxl_g8_pallas.json"
+run 60 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
   --decode_kernel xla --ceilings_json "$CEIL" --out "$OUT/decode_xxl_g8_xla.json"
+XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run 70 python3 scripts/benchmark_decode.py \
+  --model xxl --groups 8 --check --decode_kernel pallas_cross --kernel_params "$BEST" \
+  --ceilings_json "$CEIL" --out "$OUT/decode_xxl_g8_pallas_cross_cublas.json"
 stamp large
-for k in pallas xla; do
-  run 45 python3 scripts/benchmark_decode.py --model large --groups 1 --check \
-    --decode_kernel $k --kernel_params "$BEST" --ceilings_json "$CEIL" \
-    --out "$OUT/decode_large_g1_$k.json"
-done
+run 50 python3 scripts/benchmark_decode.py --model large --groups 1 --check --profile \
+  --decode_kernel pallas --kernel_params "$BEST" --ceilings_json "$CEIL" \
+  --out "$OUT/decode_large_g1_pallas.json"
+run 35 python3 scripts/benchmark_decode.py --model large --groups 1 --check \
+  --decode_kernel xla --ceilings_json "$CEIL" --out "$OUT/decode_large_g1_xla.json"
 stamp train_small8
-run 75 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
+run 80 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
   --attention_impl auto --profile --out "$OUT/train_small8.json"  # + per-kernel profile
 fi
 BEST=${BEST:-'{}'}

@@ -68,6 +68,31 @@ def test_cross_attention_kernel_matches_xla_and_float64(K, tuning):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("splits", [1, 4])  # 1: the kernel writes [B, N, H] itself
+@pytest.mark.parametrize(
+    "N,K,layout",
+    [(32, 32, "select"), (32, 4, "select"), (16, 8, "select"), (32, 2, "block"), (16, 1, "block")],
+)
+def test_every_query_layout_and_split_mode(N, K, layout, splits, tuning):
+    """G in {1, 2, 8, 16, N}: the one-hot row pick and masked store, the plain block, the
+    split combine; a padded and an empty row; with and without a bias row."""
+    assert da._q_layout(N, N // K) == layout
+    tuning(block_k=8, num_splits=splits)
+    q, k, v, mask = _inputs(N + K, B=3, N=N, K=K, S=32, H=16)
+    bias = jnp.asarray(np.random.default_rng(N).normal(size=(N, 32)), jnp.float32)
+    for b in (None, bias):
+        got = da.grouped_decode_attention(
+            q, k, v, key_mask=mask, bias_NS=b, implementation="interpret"
+        )
+        want = numpy_decode_attention(q, k, v, np.asarray(mask), None if b is None else bias)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_one_split_when_rows_and_heads_fill_the_gpu():
+    assert da._plan(32, 8, 2048, 16, False)[1] == 1  # GQA-8-XXL: 256 programs
+    assert da._plan(32, 1, 2048, 64, False)[1] > 1  # MQA-XXL: 32 programs
+
+
 def test_self_attention_kernel_with_bias_row_and_causal_mask(tuning):
     """T5's decode step: relative position bias row, keys up to the step's position."""
     tuning(block_k=8, num_splits=None)
@@ -134,9 +159,11 @@ def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
     np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("splits", [1, None])
 @pytest.mark.parametrize("N,K,bias", [(64, 8, False), (16, 1, False), (64, 64, True)])
-def test_kernel_lowers_to_triton_for_cuda(N, K, bias):
+def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, tuning):
     """The Pallas -> Triton lowering runs here (no GPU needed): no unsupported op."""
+    tuning(num_splits=splits)
     B, S, H = 4, 512, 64
     args = [
         jax.ShapeDtypeStruct((B, N, H), jnp.bfloat16),

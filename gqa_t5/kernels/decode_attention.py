@@ -133,12 +133,35 @@ def _pow2_at_least(n: int, least: int) -> int:
     return p
 
 
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _q_layout(N: int, G: int) -> str:
+    """How a program gets its group's [Gp, H] queries, Gp = max(G, 16) rows for the dot.
+
+    "block": G >= 16, a power of two: the group's rows of q as they are.
+    "select": G < 16 and N a power of two >= 16: every query head of the row is read
+      (N x H, a few KB) and a one-hot [16, N] product picks the group's G rows, zeros
+      below; outputs go back the same way, a masked store of the group's rows. No
+      padded copy of q and no slice of the output outside the kernel.
+    "pad": otherwise (small N): q padded to Gp rows by XLA, the output sliced after.
+    """
+    if G >= 16 and _is_pow2(G):
+        return "block"
+    if _is_pow2(N) and N >= 16:
+        return "select"
+    return "pad"
+
+
 def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
     """(block_k, num_splits): blocks that divide S, splits that fill the GPU.
 
-    Enough splits for ~4 programs per multiprocessor (132 on an H100 / H200), but no
-    more than keep the float32 partial outputs (splits * Gp * H * 4 bytes per row and
-    head) under an eighth of the K/V bytes they summarize (S * H * 4).
+    One split (each program normalises and writes its final output: no partials and no
+    combine step) when B * K programs already cover the GPU's 132 multiprocessors;
+    otherwise enough splits for ~4 programs per multiprocessor, but no more than keep
+    the float32 partial outputs (splits * Gp * H * 4 bytes per row and head) under an
+    eighth of the K/V bytes they summarize (S * H * 4).
     """
     block_k = TUNING["block_k"]
     while S % block_k and block_k > (1 if interpret else 16):
@@ -146,7 +169,10 @@ def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
     if S % block_k:
         raise ValueError(f"decode kernel needs S={S} divisible by a block of >= 16 keys")
     blocks = S // block_k
-    fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
+    if B * K >= 132:
+        fill = 1
+    else:
+        fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
     splits = TUNING["num_splits"] or min(fill, max(1, S // (8 * Gp)))
     splits = max(1, min(splits, blocks))
     while blocks % splits:
@@ -160,11 +186,12 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     B, N, H = q_BNH.shape
     _, K, S, _ = k_BKSH.shape
     G = N // K
-    Gp = _pow2_at_least(G, 16)  # the matrix units need >= 16 rows; padding rows are 0
+    layout = _q_layout(N, G)
+    Gp = _pow2_at_least(G, 16)  # the matrix units need >= 16 rows; extra rows are 0
     block_k, splits = _plan(B, K, S, Gp, interpret)
     split_len = S // splits
-    q = jnp.pad(q_BNH.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
-    q = q.astype(k_BKSH.dtype)
+    direct = splits == 1 and layout != "pad"  # the kernel writes [B, N, H] itself
+    q = q_BNH.astype(k_BKSH.dtype)
     if key_mask is None:
         key_mask = jnp.ones((1, S), jnp.int8)
     key_mask = (key_mask != 0).astype(jnp.int8)
@@ -174,9 +201,17 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
     Bm = key_mask.shape[0]
     sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+    if layout == "block":
+        q_spec = pl.BlockSpec((sq, G, H), lambda b, k, s: (b, k, 0))
+    elif layout == "select":
+        q_spec = pl.BlockSpec((sq, N, H), lambda b, k, s: (b, 0, 0))
+    else:
+        q = jnp.pad(q.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
+        q = q.reshape(B, K * Gp, H)
+        q_spec = pl.BlockSpec((sq, Gp, H), lambda b, k, s: (b, k, 0))
     in_specs = [
         pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
-        pl.BlockSpec((sq, sq, Gp, H), lambda b, k, s: (b, k, 0, 0)),
+        q_spec,
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
         pl.BlockSpec((sq, split_len), lambda b, k, s: (b if Bm > 1 else 0, s)),
@@ -184,22 +219,40 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     args = [kv_len, q, k_BKSH, v_BKSH, key_mask]
     if bias_NS is not None:
         bias = bias_NS.astype(jnp.float32).reshape(K, G, S)
-        args.append(jnp.pad(bias, ((0, 0), (0, Gp - G), (0, 0))))
+        if Gp != G:  # zero rows; XLA fuses the pad into the bias computation
+            bias = jnp.pad(bias, ((0, 0), (0, Gp - G), (0, 0)))
+        args.append(bias)
         in_specs.append(pl.BlockSpec((sq, Gp, split_len), lambda b, k, s: (k, 0, s)))
-    out_shape = [
-        jax.ShapeDtypeStruct((B, K, splits, Gp, H), jnp.float32),
-        jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
-        jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
-    ]
-    out_specs = [
-        pl.BlockSpec((sq, sq, sq, Gp, H), lambda b, k, s: (b, k, s, 0, 0)),
-        pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
-        pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
-    ]
+    if direct:
+        rows = G if layout == "block" else N
+        out_shape = [jax.ShapeDtypeStruct((B, N, H), q_BNH.dtype)]
+        out_specs = [
+            pl.BlockSpec(
+                (sq, rows, H), lambda b, k, s: (b, k if layout == "block" else 0, 0)
+            )
+        ]
+    else:
+        out_shape = [
+            jax.ShapeDtypeStruct((B, K, splits, Gp, H), jnp.float32),
+            jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
+            jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
+        ]
+        out_specs = [
+            pl.BlockSpec((sq, sq, sq, Gp, H), lambda b, k, s: (b, k, s, 0, 0)),
+            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
+            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
+        ]
     kernel = functools.partial(
-        _kernel, block_k=block_k, split_len=split_len, has_bias=bias_NS is not None
+        _kernel,
+        block_k=block_k,
+        split_len=split_len,
+        has_bias=bias_NS is not None,
+        G=G,
+        Gp=Gp,
+        select=layout == "select",
+        direct=direct,
     )
-    o, m, den = pl.pallas_call(
+    outs = pl.pallas_call(
         kernel,
         grid=(B, K, splits),
         in_specs=in_specs,
@@ -209,6 +262,9 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         interpret=interpret,
         name="gqa_decode_attention",
     )(*args)
+    if direct:
+        return outs[0]
+    o, m, den = outs
     # Combine the splits (float32). Splits past a row's keys have a denominator of 0 and m at the
     # float32 minimum, so they weigh exp(-huge) = 0; the first split always has keys.
     m_all = jnp.max(m, axis=2, keepdims=True)
@@ -225,17 +281,39 @@ def _triton_params():
     return cls(num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
 
 
-def _kernel(len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, has_bias):
+def _one_hot(shape, row_of, dtype):
+    """[rows, cols] matrix with 1 where row_of(rows, cols) holds (an iota comparison)."""
+    r = lax.broadcasted_iota(jnp.int32, shape, 0)
+    c = lax.broadcasted_iota(jnp.int32, shape, 1)
+    return row_of(r, c).astype(dtype)
+
+
+def _exact_dot(a, b):
+    """a [m, n] . b [n, p] with float32 accumulation; IEEE float32 inputs stay exact."""
+    precision = (lax.Precision.HIGHEST,) * 2 if a.dtype == jnp.float32 else None
+    return lax.dot_general(
+        a, b, (((1,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32
+    )
+
+
+def _kernel(
+    len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, has_bias, G, Gp,
+    select, direct,
+):
     """One (row, key/value head, split): online softmax over its blocks of keys."""
     from jax.experimental import pallas as pl
 
     bias_ref = refs[0] if has_bias else None
-    o_ref, m_ref, l_ref = refs[-3:]
+    first = pl.program_id(1) * G  # the group's first query head
     start = pl.program_id(2) * split_len
     n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
     n_blocks = pl.cdiv(n_keys, block_k)
     q = q_ref[...]
-    Gp, H = q.shape
+    if select:  # [Gp, N] one-hot . q [N, H]: the group's G rows first (rows past G are
+        # the next heads' queries or zeros; their outputs are never stored)
+        pick = _one_hot((Gp, q.shape[0]), lambda r, c: c == first + r, q.dtype)
+        q = _exact_dot(pick, q).astype(q.dtype)
+    H = q.shape[1]
     dims = (((1,), (1,)), ((), ()))  # q [Gp, H] . k [block, H] -> [Gp, block]
 
     def body(i, carry):
@@ -262,6 +340,21 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, h
         jnp.zeros((Gp,), jnp.float32),
     )
     o, m, den = lax.fori_loop(0, n_blocks, body, init)
-    o_ref[...] = o
-    m_ref[...] = m
-    l_ref[...] = den
+    if not direct:
+        o_ref, m_ref, l_ref = refs[-3:]
+        o_ref[...] = o
+        m_ref[...] = m
+        l_ref[...] = den
+        return
+    (o_ref,) = refs[-1:]
+    out = (o / den[:, None]).astype(o_ref.dtype)  # one split: it has every key, den > 0
+    if not select:
+        o_ref[...] = out
+        return
+    from jax.experimental.pallas import triton as plgpu
+
+    N = o_ref.shape[0]  # [N, Gp] one-hot . out [Gp, H]; store the group's rows only
+    place = _one_hot((N, Gp), lambda r, c: (r == first + c) & (c < G), out.dtype)
+    full = _exact_dot(place, out).astype(o_ref.dtype)
+    row = lax.broadcasted_iota(jnp.int32, (N, H), 0)
+    plgpu.store(o_ref, full, mask=(row >= first) & (row < first + G))
