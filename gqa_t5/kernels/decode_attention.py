@@ -227,9 +227,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         rows = G if layout == "block" else N
         out_shape = [jax.ShapeDtypeStruct((B, N, H), q_BNH.dtype)]
         out_specs = [
-            pl.BlockSpec(
-                (sq, rows, H), lambda b, k, s: (b, k if layout == "block" else 0, 0)
-            )
+            pl.BlockSpec((sq, rows, H), lambda b, k, s: (b, k if layout == "block" else 0, 0))
         ]
     else:
         out_shape = [
@@ -297,8 +295,19 @@ def _exact_dot(a, b):
 
 
 def _kernel(
-    len_ref, q_ref, k_ref, v_ref, mask_ref, *refs, block_k, split_len, has_bias, G, Gp,
-    select, direct,
+    len_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    mask_ref,
+    *refs,
+    block_k,
+    split_len,
+    has_bias,
+    G,
+    Gp,
+    select,
+    direct,
 ):
     """One (row, key/value head, split): online softmax over its blocks of keys."""
     from jax.experimental import pallas as pl
