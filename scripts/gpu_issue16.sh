@@ -1,77 +1,82 @@
 #!/usr/bin/env bash
-# Issue 16 on one H200, in about 8.5 minutes: ceilings, the Pallas decode-attention kernel
-# (correctness against XLA and float32 on the GPU, GB/s, a launch sweep), GQA-8-XXL and
-# MQA-Large decode with and without it, and T5.1.1-small-with-8-heads training MFU.
-# Every part writes JSON under $OUT; a failing part does not stop the others.
-#   OUT=/tmp/out bash scripts/gpu_issue16.sh          # the ~8.5-minute first call
-# Later calls (each under 10 minutes): `... gpu_issue16.sh peer` (HF peer, static and
-# dynamic cache, full-length warm-up), `KERNEL=xla|pallas_cross|pallas ... xxl_all` or
-# `large_all` (every G with one decode-kernel setting; BEST='{"block_k": ..}' passes the
-# launch parameters the first call found), `train` (every T5.1.1 size's training MFU).
+# Issue 16 on one H200, one section per device call (each under 10 minutes; times as
+# measured 2026-12-02, session 5). Every part writes its JSON into a work folder; the
+# folder comes back as ONE file, $OUT/<section>.tar.xz (a call returns at most 8 files);
+# a failing or timed-out part does not stop the others.
+#   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks,
+#       GB/s, launch sweep (writes best.json), MQA-Large with/without it, small8 training
+#   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~5 min: GQA-8-XXL, cross kernel
+#       (profiled) / both kernels / XLA / cross kernel with every GEMM in cuBLAS
+#   OUT=... bash scripts/gpu_issue16.sh xxl_all         # ~8 min: every G, 1..64
+#   GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~75 s a G (5 G: 2 calls)
+#   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
+#   OUT=... bash scripts/gpu_issue16.sh train           # every T5.1.1 size's training MFU
+# KERNEL=xla|pallas_cross|pallas picks the decode kernel of the *_all sections (default
+# pallas); BEST='{"block_k": ..}' passes launch parameters (a kernel call's best.json).
 set -u
-section=${1:-main}
+section=${1:-kernel}
 OUT=${OUT:-benchmarks/raw/issue16}; mkdir -p "$OUT"
+W=/tmp/issue16_$section; rm -rf "$W"; mkdir -p "$W"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
 run() { timeout "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40; }
 t0=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - t0)) s"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv \
-  > "$OUT/nvidia_smi.csv" 2>&1
-python3 -c "import jax; print(jax.__version__)" > "$OUT/jax.txt" 2>&1
-
-if [[ $section == main ]]; then
-stamp kernel
-run 130 python3 scripts/gpu_kernel_check.py --out "$OUT/kernel.json" --best "$OUT/best.json"
-CEIL=$(python3 -c "import json; print(json.dumps(json.load(open('$OUT/kernel.json')).get('ceilings', {})))" 2>/dev/null || echo '{}')
-BEST=$(cat "$OUT/best.json" 2>/dev/null || echo '{}')
-echo "ceilings: $CEIL"; echo "best: $BEST"
-# GQA-8-XXL side by side: the kernel for cross-attention (profiled), for both attentions,
-# the XLA path, and the cross kernel with every GEMM in cuBLAS (residual adds fold into
-# its beta). One process each; a failure leaves the others.
-stamp xxl
-run 110 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check --profile \
-  --decode_kernel pallas_cross --kernel_params "$BEST" --ceilings_json "$CEIL" \
-  --out "$OUT/decode_xxl_g8_pallas_cross.json"
-run 70 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
-  --decode_kernel pallas --kernel_params "$BEST" --ceilings_json "$CEIL" \
-  --out "$OUT/decode_xxl_g8_pallas.json"
-run 60 python3 scripts/benchmark_decode.py --model xxl --groups 8 --check \
-  --decode_kernel xla --ceilings_json "$CEIL" --out "$OUT/decode_xxl_g8_xla.json"
-XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run 70 python3 scripts/benchmark_decode.py \
-  --model xxl --groups 8 --check --decode_kernel pallas_cross --kernel_params "$BEST" \
-  --ceilings_json "$CEIL" --out "$OUT/decode_xxl_g8_pallas_cross_cublas.json"
-stamp large
-run 50 python3 scripts/benchmark_decode.py --model large --groups 1 --check --profile \
-  --decode_kernel pallas --kernel_params "$BEST" --ceilings_json "$CEIL" \
-  --out "$OUT/decode_large_g1_pallas.json"
-run 35 python3 scripts/benchmark_decode.py --model large --groups 1 --check \
-  --decode_kernel xla --ceilings_json "$CEIL" --out "$OUT/decode_large_g1_xla.json"
-stamp train_small8
-run 80 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
-  --attention_impl auto --profile --out "$OUT/train_small8.json"  # + per-kernel profile
-fi
+  > "$W/nvidia_smi.csv" 2>&1
+python3 -c "import jax; print(jax.__version__)" > "$W/jax.txt" 2>&1
+git rev-parse HEAD > "$W/commit.txt" 2>/dev/null
 BEST=${BEST:-'{}'}
-if [[ $section == peer ]]; then
-  run 300 python3 scripts/benchmark_hf_peer.py --model xxl --batch 8 --cache static,dynamic \
-    --out "$OUT/hf_peer.json"
-  run 200 python3 scripts/benchmark_hf_peer.py --model large --batch 32 --cache static,dynamic \
-    --out "$OUT/hf_peer.json"
+# Ceilings measured in the kernel section and reused (the floor is max(copy, 4.3 TB/s));
+# the default is what that section measured on 2026-12-02.
+CEIL=${CEIL:-'{"copy_GBps": 3152.2, "read_GBps": 4285.6, "bf16_matmul_TFLOPs": 663.8, "floor_GBps": 4300.0}'}
+dec() { run "$1" python3 scripts/benchmark_decode.py --check --ceilings_json "$CEIL" "${@:2}"; }
+
+if [[ $section == kernel ]]; then
+  stamp kernel
+  run 260 python3 scripts/gpu_kernel_check.py --out "$W/kernel.json" --best "$W/best.json"
+  measured=$(python3 -c "import json; print(json.dumps(json.load(open('$W/kernel.json'))['ceilings']))" 2>/dev/null) && CEIL=$measured
+  BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
+  echo "ceilings: $CEIL"; echo "best: $BEST"
+  stamp large
+  dec 90 --model large --groups 1 --profile --decode_kernel pallas --kernel_params "$BEST" \
+    --out "$W/decode_large_g1_pallas.json"
+  dec 70 --model large --groups 1 --decode_kernel xla --out "$W/decode_large_g1_xla.json"
+  stamp train_small8
+  run 80 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
+    --attention_impl auto --profile --out "$W/train_small8.json"  # + per-kernel profile
+fi
+if [[ $section == xxl8 ]]; then
+  stamp xxl8
+  dec 130 --model xxl --groups 8 --profile --decode_kernel pallas_cross --kernel_params "$BEST" \
+    --out "$W/decode_xxl_g8_pallas_cross.json"
+  dec 110 --model xxl --groups 8 --decode_kernel pallas --kernel_params "$BEST" \
+    --out "$W/decode_xxl_g8_pallas.json"
+  dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
+  XLA_FLAGS=--xla_gpu_enable_triton_gemm=false dec 100 --model xxl --groups 8 \
+    --decode_kernel pallas_cross --kernel_params "$BEST" \
+    --out "$W/decode_xxl_g8_pallas_cross_cublas.json"
 fi
 if [[ $section == xxl_all || $section == large_all ]]; then
-  model=${section%_all}; groups=$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)
-  for k in ${KERNEL:-pallas_cross}; do  # one kernel setting per 10-minute call
-    run 580 python3 scripts/benchmark_decode.py --model $model --groups $groups --check \
-      --decode_kernel $k --kernel_params "$BEST" --out "$OUT/decode_${model}_all_$k.json"
-  done
+  model=${section%_all}
+  groups=${GROUPS:-$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)}
+  k=${KERNEL:-pallas}
+  dec 570 --model "$model" --groups "$groups" --decode_kernel "$k" --kernel_params "$BEST" \
+    --out "$W/decode_${model}_all_$k.json"
+fi
+if [[ $section == peer ]]; then
+  run 300 python3 scripts/benchmark_hf_peer.py --model xxl --batch 8 --cache static,dynamic \
+    --out "$W/hf_peer.json"
+  run 200 python3 scripts/benchmark_hf_peer.py --model large --batch 32 --cache static,dynamic \
+    --out "$W/hf_peer.json"
 fi
 if [[ $section == train ]]; then
   for m in small small8 base large; do
     run 140 python3 scripts/benchmark_train.py --model $m --batch 64,128,256 --steps 8 \
-      --attention_impl auto --out "$OUT/train_$m.json"
+      --attention_impl auto --out "$W/train_$m.json"
   done
 fi
 stamp summary
-python3 - "$OUT" <<'PY'
+python3 - "$W" <<'PY'
 import glob, json, sys
 out = sys.argv[1]
 k = json.load(open(f"{out}/kernel.json")) if glob.glob(f"{out}/kernel.json") else {}
@@ -105,3 +110,4 @@ for p in glob.glob(f"{out}/train_*.json"):
         print(f"train {r.get('model')} B={r.get('batch')} MFU {100 * (r.get('mfu_vs_datasheet') or 0):.1f}% "
               f"{r.get('tokens_per_s', 0):.0f} tok/s {r.get('error', '')[:100]}")
 PY
+tar -C "$W" -cJf "$OUT/$section.tar.xz" . && echo "wrote $OUT/$section.tar.xz"

@@ -95,6 +95,13 @@ def decode_h100(root: pathlib.Path) -> str:
     return "\n".join(line.replace("|  |", "| |") for line in lines) + "\n"
 
 
+def decode_h200(root: pathlib.Path) -> str:
+    """Issue 16's H200 decode tables from benchmarks/decode_h200.json."""
+    from scripts.summarize_h200 import markdown
+
+    return markdown(_json(root, "benchmarks/decode_h200.json"))
+
+
 BLOCKS: dict[str, Callable[[pathlib.Path], str]] = {
     "reproduce-default-table": reproduce_default_table,
     "reproduce-default-findings": reproduce_default_findings,
@@ -103,6 +110,7 @@ BLOCKS: dict[str, Callable[[pathlib.Path], str]] = {
     "realtext-heldout": realtext_heldout,
     "realtext-findings": realtext_findings,
     "decode-h100": decode_h100,
+    "decode-h200": decode_h200,
 }
 
 

@@ -157,11 +157,13 @@ def _q_layout(N: int, G: int) -> str:
 def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
     """(block_k, num_splits): blocks that divide S, splits that fill the GPU.
 
-    One split (each program normalises and writes its final output: no partials and no
-    combine step) when B * K programs already cover the GPU's 132 multiprocessors;
-    otherwise enough splits for ~4 programs per multiprocessor, but no more than keep
-    the float32 partial outputs (splits * Gp * H * 4 bytes per row and head) under an
-    eighth of the K/V bytes they summarize (S * H * 4).
+    Enough splits for ~4 programs per multiprocessor (132 on an H100 / H200), but no
+    more than keep the float32 partial outputs (splits * Gp * H * 4 bytes per row and
+    head) under an eighth of the K/V bytes they summarize (S * H * 4). One split (B * K
+    >= 528, e.g. MHA-XXL at batch 32) needs no partials: each program normalises and
+    writes its final rows. Measured on the H200 (benchmarks/NOTES.md, entry 16): one
+    split for GQA-8-XXL's 256 programs made the kernel 58 us a call against 44 us with
+    four splits and their combine step, so one split is not forced sooner.
     """
     block_k = TUNING["block_k"]
     while S % block_k and block_k > (1 if interpret else 16):
@@ -169,10 +171,7 @@ def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
     if S % block_k:
         raise ValueError(f"decode kernel needs S={S} divisible by a block of >= 16 keys")
     blocks = S // block_k
-    if B * K >= 132:
-        fill = 1
-    else:
-        fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
+    fill = _pow2_at_least(-(-4 * 132 // (B * K)), 1)
     splits = TUNING["num_splits"] or min(fill, max(1, S // (8 * Gp)))
     splits = max(1, min(splits, blocks))
     while blocks % splits:

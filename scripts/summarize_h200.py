@@ -1,0 +1,209 @@
+"""Issue 16's H200 decode measurements -> benchmarks/decode_h200.{json,md} and the plot.
+
+python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session5/, writes benchmarks/
+
+Every figure is copied from the raw JSON the device calls brought back (one process per
+configuration; `fraction_of_floor` is bytes a step must read over max(measured copy rate,
+4.3 TB/s)); the targets are issue 16's. Nothing here is typed in by hand but the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RAW = ROOT / "benchmarks" / "raw" / "issue16_session5"
+HEADS = {"xxl": 64, "large": 16}
+FLOOR_TARGET = {"xxl": 0.85, "large": 0.60}  # issue 16: every XXL G / every Large G
+S_PER_SAMPLE_TARGET = {("xxl", 8): 0.090}
+# GQA-8-XXL and MQA-Large, one decode kernel setting per process (same session, same card).
+VARIANTS = [
+    ("decode_xxl_g8_xla.json", "XLA attention"),
+    ("decode_xxl_g8_pallas_cross_1split.json", "Pallas cross-attention, 1 split"),
+    ("decode_xxl_g8_pallas_cross.json", "Pallas cross-attention, 4 splits"),
+    ("decode_xxl_g8_pallas.json", "Pallas cross- and self-attention, 4 splits"),
+    ("decode_xxl_g8_pallas_cross_1split_cublas.json", "Pallas cross, 1 split, cuBLAS GEMMs"),
+    ("decode_large_g1_xla.json", "XLA attention"),
+    ("decode_large_g1_pallas_profile.json", "Pallas cross- and self-attention"),
+]
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _kind(model: str, g: int) -> str:
+    name = "MHA" if g == HEADS[model] else "MQA" if g == 1 else f"GQA-{g}"
+    return f"{name}-{model.upper() if model == 'xxl' else model.title()}"
+
+
+def _row(r: dict, source: str) -> dict:
+    model, g = r["model"], r["num_kv_heads"]
+    return {
+        "case": _kind(model, g),
+        "model": model,
+        "G": g,
+        "decode_kernel": r["decode_kernel"],
+        "kernel_tuning": r.get("kernel_tuning"),
+        "xla_flags": r.get("xla_flags", ""),
+        "s_per_sample": round(r["s_per_sample"], 4),
+        "ms_per_step": round(r["ms_per_step"], 3),
+        "bytes_per_step_GB": round(r["floor_bytes_per_step"]["total"] / 1e9, 2),
+        "achieved_GBps": round(r["achieved_GBps"]),
+        "fraction_of_floor": round(r["fraction_of_floor"], 3),
+        "floor_target": FLOOR_TARGET[model],
+        "s_per_sample_target": S_PER_SAMPLE_TARGET.get((model, g)),
+        "encoder_of_matmul": round(r["encoder_of_matmul"] or 0, 3),
+        "decode_vs_f32_rel_err": round(r["check_rel_err"]["decode_vs_f32_xla"], 4),
+        "bf16_xla_vs_f32_rel_err": round(r["check_rel_err"]["bf16_xla_vs_f32_xla"], 4),
+        "peak_GiB": round(r["peak_bytes_in_use"] / 2**30, 1),
+        "source": source,
+    }
+
+
+def _runs(name: str) -> list[dict]:
+    return [r for r in json.loads((RAW / name).read_text())["runs"] if "error" not in r]
+
+
+def _profile(name: str) -> dict:
+    r = _runs(name)[0]
+    p = r["profile_fill_and_decode"]
+    steps = r["output_len"]
+    return {
+        "case": _kind(r["model"], r["num_kv_heads"]),
+        "decode_kernel": r["decode_kernel"],
+        "kernel_tuning": r["kernel_tuning"],
+        "kernels_per_step": round(p["kernels"] / steps),
+        "busy_of_span": round(p["busy_us"] / p["span_us"], 4),
+        "ms_per_step_by_category": {
+            k: round(v["total_us"] / steps / 1e3, 3)
+            for k, v in sorted(p["by_category"].items(), key=lambda kv: -kv[1]["total_us"])
+        },
+        "source": name,
+    }
+
+
+def summary() -> dict:
+    sweep = [_row(r, "decode_xxl_all_pallas.json") for r in _runs("decode_xxl_all_pallas.json")]
+    sweep += [
+        _row(r, "decode_large_all_pallas.json") for r in _runs("decode_large_all_pallas.json")
+    ]
+    done = {(r["model"], r["G"]) for r in sweep}
+    kernel = json.loads((RAW / "kernel_check.json").read_text())
+    return {
+        "machine": "one NVIDIA H200 (device tool, nvidia-h200), jax 0.11.2",
+        "date": "2026-12-02",
+        "commit": (RAW / "commit.txt").read_text().strip(),
+        "workload": "random bf16 weights, greedy, batch 32, input 2048, output 512, fixed length",
+        "floor": "bytes a step must read (decoder weights, cross K/V, self K/V on average) "
+        "over max(measured copy, 4.3 TB/s) = 4.3 TB/s",
+        "ceilings": kernel.get("ceilings"),
+        "kernel_check": kernel.get("check"),
+        "kernel_speed": kernel.get("speed"),
+        "decode": sweep,
+        "not_measured": [
+            _kind(m, g)
+            for m, gs in (("xxl", (1, 2, 4, 8, 16, 32, 64)), ("large", (1, 2, 4, 8, 16)))
+            for g in gs
+            if (m, g) not in done
+        ],
+        "variants": [
+            dict(_row(_runs(f)[0], f), variant=label) for f, label in VARIANTS if (RAW / f).exists()
+        ],
+        "profiles": [
+            _profile(f)
+            for f in (
+                "decode_xxl_g8_pallas_cross_1split.json",
+                "decode_large_g1_pallas_profile.json",
+            )
+        ],
+    }
+
+
+def markdown(s: dict) -> str:
+    lines = [
+        "| case | s / sample | ms / step | GB / step | of the floor | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in s["decode"]:
+        t = [f">= {r['floor_target']:.0%} of floor"]
+        ok = r["fraction_of_floor"] >= r["floor_target"]
+        if r["s_per_sample_target"]:
+            t.append(f"<= {r['s_per_sample_target']:.3f} s")
+            ok = ok and r["s_per_sample"] <= r["s_per_sample_target"]
+        lines.append(
+            f"| {r['case']} | {r['s_per_sample']:.4f} | {r['ms_per_step']:.2f} "
+            f"| {r['bytes_per_step_GB']:.2f} | {r['fraction_of_floor']:.1%} | {', '.join(t)} "
+            f"| {'yes' if ok else 'no'} |"
+        )
+    for case in s["not_measured"]:
+        lines.append(f"| {case} | not measured | | | | | |")
+    lines += [
+        "",
+        "| case | decode attention | ms / step | of the floor | decode vs float32 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in s["variants"]:
+        lines.append(
+            f"| {r['case']} | {r['variant']} | {r['ms_per_step']:.2f} "
+            f"| {r['fraction_of_floor']:.1%} | {r['decode_vs_f32_rel_err']:.2%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(s: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for model, marker in (("xxl", "o"), ("large", "s")):
+        pts = sorted(
+            (r["G"], r["s_per_sample"], r["fraction_of_floor"])
+            for r in s["decode"]
+            if r["model"] == model
+        )
+        if not pts:
+            continue
+        g, t, f = zip(*pts, strict=True)
+        label = f"T5.1.1-{model.upper() if model == 'xxl' else 'Large'}"
+        a.plot(g, t, marker=marker, label=label)
+        b.plot(g, [100 * x for x in f], marker=marker, label=label)
+        b.axhline(100 * FLOOR_TARGET[model], ls=":", color=a.lines[-1].get_color())
+    a.set(xscale="log", xlabel="key/value heads G", ylabel="time per sample (s)")
+    b.set(xscale="log", xlabel="key/value heads G", ylabel="% of the bandwidth floor")
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8, 16, 32, 64], labels=["1", "2", "4", "8", "16", "32", "64"])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(
+        "Greedy decode, input 2048, output 512, batch 32, one H200, bf16 (dotted: targets)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no_plot", action="store_true")
+    args = ap.parse_args(argv)
+    s = summary()
+    out = ROOT / "benchmarks"
+    _write(out / "decode_h200.json", json.dumps(s, indent=1) + "\n")
+    _write(out / "decode_h200.md", markdown(s))
+    if not args.no_plot:
+        plot(s, out / "groups_vs_time_h200.png")
+    print(markdown(s))
+
+
+if __name__ == "__main__":
+    main()
