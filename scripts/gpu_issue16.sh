@@ -2,23 +2,33 @@
 # Issue 16 on one H200, one section per device call (each under 10 minutes; times as
 # measured 2026-12-02, session 5). Every part writes its JSON into a work folder; the
 # folder comes back as ONE file, $OUT/<section>.tar.xz (a call returns at most 8 files);
-# a failing or timed-out part does not stop the others.
+# the tarball is rewritten after every part, so a call cut short still brings back the parts
+# that finished; a failing or timed-out part (its exit status is printed) does not stop the
+# others.
 #   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks,
 #       GB/s, launch sweep (writes best.json), MQA-Large with/without it, small8 training
 #   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~5 min: GQA-8-XXL, cross kernel
 #       (profiled) / both kernels / XLA / cross kernel with every GEMM in cuBLAS
 #   OUT=... bash scripts/gpu_issue16.sh xxl_all         # ~8 min: every G, 1..64
-#   GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~75 s a G (5 G: 2 calls)
+#   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
 #   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
 #   OUT=... bash scripts/gpu_issue16.sh train           # every T5.1.1 size's training MFU
 # KERNEL=xla|pallas_cross|pallas picks the decode kernel of the *_all sections (default
 # pallas); BEST='{"block_k": ..}' passes launch parameters (a kernel call's best.json).
 set -u
 section=${1:-kernel}
+case $section in kernel|xxl8|xxl_all|large_all|peer|train) ;;
+  *) echo "gpu_issue16.sh: unknown section '$section'; use kernel, xxl8, xxl_all, large_all, peer or train" >&2; exit 2;;
+esac
 OUT=${OUT:-benchmarks/raw/issue16}; mkdir -p "$OUT"
 W=/tmp/issue16_$section; rm -rf "$W"; mkdir -p "$W"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
-run() { timeout "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40; }
+pack() { tar -C "$W" -cJf "$OUT/$section.tar.xz.tmp" . && mv "$OUT/$section.tar.xz.tmp" "$OUT/$section.tar.xz"; }
+run() {
+  timeout -k 10 "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40
+  local rc=${PIPESTATUS[0]}; [[ $rc == 0 ]] || echo "!! exit $rc (124: timed out after $1 s): ${*:2:3}"
+  pack
+}
 t0=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - t0)) s"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv \
@@ -58,9 +68,9 @@ if [[ $section == xxl8 ]]; then
 fi
 if [[ $section == xxl_all || $section == large_all ]]; then
   model=${section%_all}
-  groups=${GROUPS:-$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)}
+  groups=${KV_GROUPS:-$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)}
   k=${KERNEL:-pallas}
-  dec 570 --model "$model" --groups "$groups" --decode_kernel "$k" --kernel_params "$BEST" \
+  dec 540 --model "$model" --groups "$groups" --decode_kernel "$k" --kernel_params "$BEST" \
     --out "$W/decode_${model}_all_$k.json"
 fi
 if [[ $section == peer ]]; then
@@ -110,4 +120,4 @@ for p in glob.glob(f"{out}/train_*.json"):
         print(f"train {r.get('model')} B={r.get('batch')} MFU {100 * (r.get('mfu_vs_datasheet') or 0):.1f}% "
               f"{r.get('tokens_per_s', 0):.0f} tok/s {r.get('error', '')[:100]}")
 PY
-tar -C "$W" -cJf "$OUT/$section.tar.xz" . && echo "wrote $OUT/$section.tar.xz"
+pack && echo "wrote $OUT/$section.tar.xz"

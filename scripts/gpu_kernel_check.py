@@ -53,14 +53,19 @@ DEFAULT = dict(da.TUNING)
 KERNEL = "pallas"  # "interpret" under --cpu_dry_run
 
 
-def inputs(shape, seed: int, sets: int = 1):
+# Checked in float32 too: the one-hot query pick and output placement must stay exact
+# there (IEEE products, not TF32), which no CPU test can tell apart.
+FLOAT32_CHECKS = ("gqa8_xxl_cross", "gqa8_xxl_self")
+
+
+def inputs(shape, seed: int, sets: int = 1, dtype=jnp.bfloat16):
     B, N, K, S, H, is_self = shape
     keys = jax.random.split(jax.random.PRNGKey(seed), 3 * sets + 1)
-    q = jax.random.normal(keys[0], (B, N, H), jnp.bfloat16)
+    q = jax.random.normal(keys[0], (B, N, H), dtype)
     kv = [
         (
-            jax.random.normal(keys[3 * i + 1], (B, K, S, H), jnp.bfloat16),
-            jax.random.normal(keys[3 * i + 2], (B, K, S, H), jnp.bfloat16),
+            jax.random.normal(keys[3 * i + 1], (B, K, S, H), dtype),
+            jax.random.normal(keys[3 * i + 2], (B, K, S, H), dtype),
         )
         for i in range(sets)
     ]
@@ -81,8 +86,8 @@ def rel_err(a, b) -> float:
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-def check(name: str, shape, seed: int) -> dict:
-    q, [(k, v)], mask, bias = inputs(shape, seed)
+def check(name: str, shape, seed: int, dtype=jnp.bfloat16) -> dict:
+    q, [(k, v)], mask, bias = inputs(shape, seed, dtype=dtype)
     run = lambda impl: jax.jit(  # noqa: E731
         lambda q, k, v, m, b: da.grouped_decode_attention(
             q, k, v, key_mask=m, bias_NS=b, implementation=impl
@@ -94,7 +99,7 @@ def check(name: str, shape, seed: int) -> dict:
         f32 = [x.astype(jnp.float32) for x in (q, k, v)]
         ref = jax.jit(da.reference)(*f32, mask, bias)
     out = {
-        "shape": name,
+        "shape": name if dtype == jnp.bfloat16 else f"{name}_{jnp.dtype(dtype).name}",
         "finite": bool(jnp.all(jnp.isfinite(got.astype(jnp.float32)))),
         "pallas_vs_f32": rel_err(got, ref),
         "xla_vs_f32": rel_err(xla, ref),
@@ -166,6 +171,11 @@ def main(argv=None):
     if "check" in parts:
         for i, (name, shape) in enumerate(SHAPES.items()):
             part(f"check {name}", lambda n=name, s=shape, i=i: res["check"].append(check(n, s, i)))
+        for name in FLOAT32_CHECKS:
+            part(
+                f"check {name} float32",
+                lambda n=name: res["check"].append(check(n, SHAPES[n], 7, jnp.float32)),
+            )
     if "speed" in parts:
         for name, shape in SHAPES.items():
             for impl in ("xla", KERNEL):

@@ -4,7 +4,10 @@ python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session5/, wri
 
 Every figure is copied from the raw JSON the device calls brought back (one process per
 configuration; `fraction_of_floor` is bytes a step must read over max(measured copy rate,
-4.3 TB/s)); the targets are issue 16's. Nothing here is typed in by hand but the targets.
+4.3 TB/s)); machine, jax version, date and commit are read from files beside them. Typed
+in here: issue 16's targets, the workload's one-line description and the variant labels
+(what each call ran, from its command line: the 1-split files ran the plan of commit
+534a97c, which gave GQA-8-XXL one split).
 """
 
 from __future__ import annotations
@@ -95,9 +98,11 @@ def summary() -> dict:
     ]
     done = {(r["model"], r["G"]) for r in sweep}
     kernel = json.loads((RAW / "kernel_check.json").read_text())
+    first = json.loads((RAW / "decode_xxl_all_pallas.json").read_text())
+    jax_version = (RAW / "jax.txt").read_text().strip()
     return {
-        "machine": "one NVIDIA H200 (device tool, nvidia-h200), jax 0.11.2",
-        "date": "2026-12-02",
+        "machine": f"one {first['runs'][0]['device']} (nvidia-h200), jax {jax_version}",
+        "date": first["date"],
         "commit": (RAW / "commit.txt").read_text().strip(),
         "workload": "random bf16 weights, greedy, batch 32, input 2048, output 512, fixed length",
         "floor": "bytes a step must read (decoder weights, cross K/V, self K/V on average) "

@@ -29,6 +29,10 @@ IMPLEMENTATIONS = ("auto", "xla", "pallas", "interpret")
 # What "auto" becomes off-GPU. Tests set it to "interpret" to run the Pallas kernel
 # through the model on CPU.
 OFF_GPU = "xla"
+# Grid order of the key/value-head axis. Interpret mode runs programs one after another,
+# so a later program would hide a neighbour's store that is too wide; tests also run it
+# "reverse" to catch that (on the GPU programs run concurrently and it would be a race).
+GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
 # --kernel_params). num_splits None: chosen by `_plan`.
 TUNING: dict[str, Any] = {"block_k": 64, "num_splits": None, "num_warps": 4, "num_stages": 2}
@@ -200,19 +204,24 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
     Bm = key_mask.shape[0]
     sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+    reverse = GROUP_ORDER == "reverse"
+
+    def g(k):  # the key/value head a program of grid index k serves
+        return K - 1 - k if reverse else k
+
     if layout == "block":
-        q_spec = pl.BlockSpec((sq, G, H), lambda b, k, s: (b, k, 0))
+        q_spec = pl.BlockSpec((sq, G, H), lambda b, k, s: (b, g(k), 0))
     elif layout == "select":
         q_spec = pl.BlockSpec((sq, N, H), lambda b, k, s: (b, 0, 0))
     else:
         q = jnp.pad(q.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
         q = q.reshape(B, K * Gp, H)
-        q_spec = pl.BlockSpec((sq, Gp, H), lambda b, k, s: (b, k, 0))
+        q_spec = pl.BlockSpec((sq, Gp, H), lambda b, k, s: (b, g(k), 0))
     in_specs = [
         pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
         q_spec,
-        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
-        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
+        pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
         pl.BlockSpec((sq, split_len), lambda b, k, s: (b if Bm > 1 else 0, s)),
     ]
     args = [kv_len, q, k_BKSH, v_BKSH, key_mask]
@@ -221,12 +230,12 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         if Gp != G:  # zero rows; XLA fuses the pad into the bias computation
             bias = jnp.pad(bias, ((0, 0), (0, Gp - G), (0, 0)))
         args.append(bias)
-        in_specs.append(pl.BlockSpec((sq, Gp, split_len), lambda b, k, s: (k, 0, s)))
+        in_specs.append(pl.BlockSpec((sq, Gp, split_len), lambda b, k, s: (g(k), 0, s)))
     if direct:
         rows = G if layout == "block" else N
         out_shape = [jax.ShapeDtypeStruct((B, N, H), q_BNH.dtype)]
         out_specs = [
-            pl.BlockSpec((sq, rows, H), lambda b, k, s: (b, k if layout == "block" else 0, 0))
+            pl.BlockSpec((sq, rows, H), lambda b, k, s: (b, g(k) if layout == "block" else 0, 0))
         ]
     else:
         out_shape = [
@@ -235,9 +244,9 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
             jax.ShapeDtypeStruct((B, K, splits, Gp), jnp.float32),
         ]
         out_specs = [
-            pl.BlockSpec((sq, sq, sq, Gp, H), lambda b, k, s: (b, k, s, 0, 0)),
-            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
-            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, k, s, 0)),
+            pl.BlockSpec((sq, sq, sq, Gp, H), lambda b, k, s: (b, g(k), s, 0, 0)),
+            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, g(k), s, 0)),
+            pl.BlockSpec((sq, sq, sq, Gp), lambda b, k, s: (b, g(k), s, 0)),
         ]
     kernel = functools.partial(
         _kernel,
@@ -248,6 +257,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         Gp=Gp,
         select=layout == "select",
         direct=direct,
+        reverse_groups=reverse,
     )
     outs = pl.pallas_call(
         kernel,
@@ -307,12 +317,16 @@ def _kernel(
     Gp,
     select,
     direct,
+    reverse_groups,
 ):
     """One (row, key/value head, split): online softmax over its blocks of keys."""
     from jax.experimental import pallas as pl
 
     bias_ref = refs[0] if has_bias else None
-    first = pl.program_id(1) * G  # the group's first query head
+    group = pl.program_id(1)
+    if reverse_groups:
+        group = pl.num_programs(1) - 1 - group
+    first = group * G  # the group's first query head
     start = pl.program_id(2) * split_len
     n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
     n_blocks = pl.cdiv(n_keys, block_k)
