@@ -500,7 +500,9 @@ def run_one(
         run = jax.jit(fill_and_decode)
         t_both, (seqs, _) = timed(run, params, encoded, enc, repeats=repeats)
         if profile:
-            rec["profile_fill_and_decode"] = profile_summary(run, params, encoded, enc)
+            rec["profile_fill_and_decode"] = profile_summary(  # kernel -> op: --xla_dump_to
+                run, params, encoded, enc, top=60, hlo_text=dumped_hlo("fill_and_decode")
+            )
     t_dec = t_both - t_fill
     floor = decode_floor_bytes(cfg, B, S, L)
     step_s = t_dec / L

@@ -5,10 +5,12 @@
 # the tarball is rewritten after every part, so a call cut short still brings back the parts
 # that finished; a failing or timed-out part (its exit status is printed) does not stop the
 # others.
-#   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks,
-#       GB/s, launch sweep (writes best.json), MQA-Large with/without it, small8 training
-#   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~5 min: GQA-8-XXL, cross kernel
-#       (profiled) / both kernels / XLA / cross kernel with every GEMM in cuBLAS
+#   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks
+#       (bf16, float32, Pallas combine), GB/s, launch sweep (writes best.json), MQA-Large
+#       decode with the kernel (profiled, kernels named by op) and with the Pallas combine
+#   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~6 min: GQA-8-XXL, both kernels
+#       (profiled, kernels named by op) / both with the Pallas combine / cross kernel only /
+#       XLA / cross kernel with every GEMM in cuBLAS
 #   OUT=... bash scripts/gpu_issue16.sh xxl_all         # ~8 min: every G, 1..64
 #   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
 #   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
@@ -40,27 +42,28 @@ BEST=${BEST:-'{}'}
 # the default is what that section measured on 2026-12-02.
 CEIL=${CEIL:-'{"copy_GBps": 3152.2, "read_GBps": 4285.6, "bf16_matmul_TFLOPs": 663.8, "floor_GBps": 4300.0}'}
 dec() { run "$1" python3 scripts/benchmark_decode.py --check --ceilings_json "$CEIL" "${@:2}"; }
+with_combine() { python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "combine": "pallas"}))' "$1"; }
 
 if [[ $section == kernel ]]; then
   stamp kernel
-  run 260 python3 scripts/gpu_kernel_check.py --out "$W/kernel.json" --best "$W/best.json"
+  run 320 python3 scripts/gpu_kernel_check.py --out "$W/kernel.json" --best "$W/best.json"
   measured=$(python3 -c "import json; print(json.dumps(json.load(open('$W/kernel.json'))['ceilings']))" 2>/dev/null) && CEIL=$measured
   BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
   echo "ceilings: $CEIL"; echo "best: $BEST"
   stamp large
-  dec 90 --model large --groups 1 --profile --decode_kernel pallas --kernel_params "$BEST" \
-    --out "$W/decode_large_g1_pallas.json"
-  dec 70 --model large --groups 1 --decode_kernel xla --out "$W/decode_large_g1_xla.json"
-  stamp train_small8
-  run 80 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 \
-    --attention_impl auto --profile --out "$W/train_small8.json"  # + per-kernel profile
+  XLA_FLAGS=--xla_dump_to=/tmp/dump_large dec 100 --model large --groups 1 --profile \
+    --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_large_g1_pallas.json"
+  dec 70 --model large --groups 1 --decode_kernel pallas \
+    --kernel_params "$(with_combine "$BEST")" --out "$W/decode_large_g1_pallas_combine.json"
 fi
 if [[ $section == xxl8 ]]; then
   stamp xxl8
-  dec 130 --model xxl --groups 8 --profile --decode_kernel pallas_cross --kernel_params "$BEST" \
+  XLA_FLAGS=--xla_dump_to=/tmp/dump_xxl dec 130 --model xxl --groups 8 --profile \
+    --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_xxl_g8_pallas.json"
+  dec 110 --model xxl --groups 8 --decode_kernel pallas \
+    --kernel_params "$(with_combine "$BEST")" --out "$W/decode_xxl_g8_pallas_combine.json"
+  dec 100 --model xxl --groups 8 --decode_kernel pallas_cross --kernel_params "$BEST" \
     --out "$W/decode_xxl_g8_pallas_cross.json"
-  dec 110 --model xxl --groups 8 --decode_kernel pallas --kernel_params "$BEST" \
-    --out "$W/decode_xxl_g8_pallas.json"
   dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
   XLA_FLAGS=--xla_gpu_enable_triton_gemm=false dec 100 --model xxl --groups 8 \
     --decode_kernel pallas_cross --kernel_params "$BEST" \

@@ -56,6 +56,8 @@ KERNEL = "pallas"  # "interpret" under --cpu_dry_run
 # Checked in float32 too: the one-hot query pick and output placement must stay exact
 # there (IEEE products, not TF32), which no CPU test can tell apart.
 FLOAT32_CHECKS = ("gqa8_xxl_cross", "gqa8_xxl_self")
+# Checked and timed with the split partials merged by the Pallas combine kernel as well.
+COMBINE_CHECKS = ("gqa8_xxl_cross", "mqa_xxl_cross", "mqa_large_cross", "gqa8_xxl_self")
 
 
 def inputs(shape, seed: int, sets: int = 1, dtype=jnp.bfloat16):
@@ -84,6 +86,17 @@ def inputs(shape, seed: int, sets: int = 1, dtype=jnp.bfloat16):
 def rel_err(a, b) -> float:
     a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def with_combine(fn):
+    """Run fn with TUNING's combine set to 'pallas'; the record's shape name says so."""
+    saved = da.TUNING["combine"]
+    da.set_tuning(combine="pallas")
+    try:
+        rec = fn()
+    finally:
+        da.TUNING["combine"] = saved
+    return {**rec, "shape": rec["shape"] + "_combine"}
 
 
 def check(name: str, shape, seed: int, dtype=jnp.bfloat16) -> dict:
@@ -176,12 +189,26 @@ def main(argv=None):
                 f"check {name} float32",
                 lambda n=name: res["check"].append(check(n, SHAPES[n], 7, jnp.float32)),
             )
+        for i, name in enumerate(COMBINE_CHECKS):
+            part(
+                f"check {name} combine",
+                lambda n=name, i=i: res["check"].append(
+                    with_combine(lambda: check(n, SHAPES[n], 11 + i))
+                ),
+            )
     if "speed" in parts:
         for name, shape in SHAPES.items():
             for impl in ("xla", KERNEL):
                 part(
                     f"speed {name} {impl}",
                     lambda n=name, s=shape, i=impl: res["speed"].append(speed(n, s, i)),
+                )
+            if name in COMBINE_CHECKS:
+                part(
+                    f"speed {name} {KERNEL} combine",
+                    lambda n=name, s=shape: res["speed"].append(
+                        with_combine(lambda: speed(n, s, KERNEL))
+                    ),
                 )
     best = dict(DEFAULT)
     if "sweep" in parts:

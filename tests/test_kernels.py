@@ -68,20 +68,27 @@ def test_cross_attention_kernel_matches_xla_and_float64(K, tuning):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("splits", [1, 4])  # 1: the kernel writes [B, N, H] itself
+@pytest.mark.parametrize(
+    "splits,combine", [(1, "xla"), (4, "xla"), (4, "pallas")]
+)  # 1 split: the kernel writes [B, N, H] itself; 4: partials, combined by XLA or a kernel
 @pytest.mark.parametrize(
     "N,K,layout",
     [(32, 32, "select"), (32, 4, "select"), (16, 8, "select"), (32, 2, "block"), (16, 1, "block")],
 )
 @pytest.mark.parametrize("order", ["forward", "reverse"])
-def test_every_query_layout_and_split_mode(N, K, layout, splits, order, tuning, monkeypatch):
+def test_every_query_layout_and_split_mode(
+    N, K, layout, splits, combine, order, tuning, monkeypatch
+):
     """G in {1, 2, 8, 16, N}: the one-hot row pick and masked store, the plain block, the
     split combine; a padded and an empty row; with and without a bias row. Interpret mode
     runs programs in order, so the head axis also runs backwards: a store wider than its
     group's rows then overwrites a finished neighbour (either side) and fails."""
     assert da._q_layout(N, N // K) == layout
     monkeypatch.setattr(da, "GROUP_ORDER", order)
-    tuning(block_k=8, num_splits=splits)
+    tuning(block_k=8, num_splits=splits, combine=combine)
+    calls = []
+    real = da._combine_pallas
+    monkeypatch.setattr(da, "_combine_pallas", lambda *a: calls.append(1) or real(*a))
     q, k, v, mask = _inputs(N + K, B=3, N=N, K=K, S=32, H=16)
     bias = jnp.asarray(np.random.default_rng(N).normal(size=(N, 32)), jnp.float32)
     for b in (None, bias):
@@ -90,6 +97,7 @@ def test_every_query_layout_and_split_mode(N, K, layout, splits, order, tuning, 
         )
         want = numpy_decode_attention(q, k, v, np.asarray(mask), None if b is None else bias)
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    assert len(calls) == (2 if combine == "pallas" else 0)
 
 
 def test_split_plan_at_the_benchmark_shapes():
@@ -138,6 +146,8 @@ def test_auto_is_the_xla_path_off_gpu_and_bad_input_is_named():
         da.grouped_decode_attention(q, k, v, implementation="triton")
     with pytest.raises(ValueError, match="unknown decode-kernel parameters"):
         da.set_tuning(block=3)
+    with pytest.raises(ValueError, match="use 'xla' or 'pallas'"):
+        da.set_tuning(combine="triton")
 
 
 @pytest.mark.parametrize("decode_kernel", ["pallas_cross", "pallas"])
@@ -167,11 +177,11 @@ def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
     np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("splits", [1, None])
+@pytest.mark.parametrize("splits,combine", [(1, "xla"), (None, "xla"), (None, "pallas")])
 @pytest.mark.parametrize("N,K,bias", [(64, 8, False), (16, 1, False), (64, 64, True)])
-def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, tuning):
+def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, combine, tuning):
     """The Pallas -> Triton lowering runs here (no GPU needed): no unsupported op."""
-    tuning(num_splits=splits)
+    tuning(num_splits=splits, combine=combine)
     B, S, H = 4, 512, 64
     args = [
         jax.ShapeDtypeStruct((B, N, H), jnp.bfloat16),
@@ -187,3 +197,4 @@ def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, tuning):
     )
     text = fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
     assert "triton" in text and "gqa_decode_attention" in text
+    assert ("gqa_decode_combine" in text) == (combine == "pallas")

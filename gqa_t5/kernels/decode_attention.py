@@ -35,7 +35,15 @@ OFF_GPU = "xla"
 GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
 # --kernel_params). num_splits None: chosen by `_plan`.
-TUNING: dict[str, Any] = {"block_k": 64, "num_splits": None, "num_warps": 4, "num_stages": 2}
+# combine: how split partials are merged, "xla" (a few small XLA fusions) or "pallas" (one
+# small kernel that also writes the rows in place; not yet measured on a GPU).
+TUNING: dict[str, Any] = {
+    "block_k": 64,
+    "num_splits": None,
+    "num_warps": 4,
+    "num_stages": 2,
+    "combine": "xla",
+}
 
 
 def set_tuning(**params: Any) -> None:
@@ -45,6 +53,8 @@ def set_tuning(**params: Any) -> None:
         raise ValueError(
             f"unknown decode-kernel parameters {sorted(unknown)}; use {sorted(TUNING)}"
         )
+    if params.get("combine", "xla") not in ("xla", "pallas"):
+        raise ValueError(f"combine={params['combine']!r}; use 'xla' or 'pallas'")
     TUNING.update(params)
 
 
@@ -272,6 +282,8 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     if direct:
         return outs[0]
     o, m, den = outs
+    if TUNING["combine"] == "pallas" and layout != "pad" and _is_pow2(splits):
+        return _combine_pallas(o, m, den, N, G, layout, q_BNH.dtype, reverse, interpret)
     # Combine the splits (float32). Splits past a row's keys have a denominator of 0 and m at the
     # float32 minimum, so they weigh exp(-huge) = 0; the first split always has keys.
     m_all = jnp.max(m, axis=2, keepdims=True)
@@ -279,6 +291,64 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     denom = jnp.sum(den * w, axis=2)
     out = jnp.sum(o * w[..., None], axis=2) / denom[..., None]
     return out[:, :, :G].reshape(B, N, H).astype(q_BNH.dtype)
+
+
+def _combine_pallas(o, m, den, N, G, layout, dtype, reverse, interpret) -> jax.Array:
+    """The split partials -> [B, N, H] in one small kernel per (row, key/value head)."""
+    from jax.experimental import pallas as pl
+
+    B, K, splits, Gp, H = o.shape
+    sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+
+    def g(k):
+        return K - 1 - k if reverse else k
+
+    rows = G if layout == "block" else N
+    return pl.pallas_call(
+        functools.partial(_combine_kernel, G=G, select=layout == "select", reverse_groups=reverse),
+        grid=(B, K),
+        in_specs=[
+            pl.BlockSpec((sq, sq, splits, Gp, H), lambda b, k: (b, g(k), 0, 0, 0)),
+            pl.BlockSpec((sq, sq, splits, Gp), lambda b, k: (b, g(k), 0, 0)),
+            pl.BlockSpec((sq, sq, splits, Gp), lambda b, k: (b, g(k), 0, 0)),
+        ],
+        out_specs=pl.BlockSpec(
+            (sq, rows, H), lambda b, k: (b, g(k) if layout == "block" else 0, 0)
+        ),
+        out_shape=jax.ShapeDtypeStruct((B, N, H), dtype),
+        compiler_params=None if interpret else _triton_params(),
+        interpret=interpret,
+        name="gqa_decode_combine",
+    )(o, m, den)
+
+
+def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, G, select, reverse_groups):
+    """As the XLA combine: weights exp(m - max m); splits without keys weigh 0."""
+    from jax.experimental import pallas as pl
+
+    group = pl.program_id(1)
+    if reverse_groups:
+        group = pl.num_programs(1) - 1 - group
+    m = m_ref[...]  # [splits, Gp]
+    w = jnp.exp(m - jnp.max(m, axis=0)[None, :])
+    den = jnp.sum(l_ref[...] * w, axis=0)
+    out = jnp.sum(o_ref[...] * w[:, :, None], axis=0) / den[:, None]
+    _store_group(out_ref, out.astype(out_ref.dtype), group * G, G, select)
+
+
+def _store_group(o_ref, out, first, G, select) -> None:
+    """Write a group's [Gp, H] rows: the whole block, or (select) rows first..first+G-1 of
+    the row's [N, H] block through a one-hot [N, Gp] product and a masked store."""
+    if not select:
+        o_ref[...] = out
+        return
+    from jax.experimental.pallas import triton as plgpu
+
+    N, H = o_ref.shape
+    place = _one_hot((N, out.shape[0]), lambda r, c: (r == first + c) & (c < G), out.dtype)
+    full = _exact_dot(place, out).astype(o_ref.dtype)
+    row = lax.broadcasted_iota(jnp.int32, (N, H), 0)
+    plgpu.store(o_ref, full, mask=(row >= first) & (row < first + G))
 
 
 def _triton_params():
@@ -370,13 +440,4 @@ def _kernel(
         return
     (o_ref,) = refs[-1:]
     out = (o / den[:, None]).astype(o_ref.dtype)  # one split: it has every key, den > 0
-    if not select:
-        o_ref[...] = out
-        return
-    from jax.experimental.pallas import triton as plgpu
-
-    N = o_ref.shape[0]  # [N, Gp] one-hot . out [Gp, H]; store the group's rows only
-    place = _one_hot((N, Gp), lambda r, c: (r == first + c) & (c < G), out.dtype)
-    full = _exact_dot(place, out).astype(o_ref.dtype)
-    row = lax.broadcasted_iota(jnp.int32, (N, H), 0)
-    plgpu.store(o_ref, full, mask=(row >= first) & (row < first + G))
+    _store_group(o_ref, out, first, G, select)
