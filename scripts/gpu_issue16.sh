@@ -8,9 +8,9 @@
 #   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks
 #       (bf16, float32, Pallas combine), GB/s, launch sweep (writes best.json), MQA-Large
 #       decode with the kernel (profiled, kernels named by op) and with the Pallas combine
-#   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~6 min: GQA-8-XXL, both kernels
-#       (profiled, kernels named by op) / both with the Pallas combine / cross kernel only /
-#       XLA / cross kernel with every GEMM in cuBLAS
+#   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~4 min: GQA-8-XXL, both kernels
+#       (profiled, kernels named by op) / both with the Pallas combine / XLA attention
+#       (cross-only and cuBLAS variants: measured 2026-12-02, NOTES.md entry 16)
 #   OUT=... bash scripts/gpu_issue16.sh xxl_all         # ~8 min: every G, 1..64
 #   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
 #   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
@@ -62,12 +62,7 @@ if [[ $section == xxl8 ]]; then
     --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_xxl_g8_pallas.json"
   dec 110 --model xxl --groups 8 --decode_kernel pallas \
     --kernel_params "$(with_combine "$BEST")" --out "$W/decode_xxl_g8_pallas_combine.json"
-  dec 100 --model xxl --groups 8 --decode_kernel pallas_cross --kernel_params "$BEST" \
-    --out "$W/decode_xxl_g8_pallas_cross.json"
   dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
-  XLA_FLAGS=--xla_gpu_enable_triton_gemm=false dec 100 --model xxl --groups 8 \
-    --decode_kernel pallas_cross --kernel_params "$BEST" \
-    --out "$W/decode_xxl_g8_pallas_cross_cublas.json"
 fi
 if [[ $section == xxl_all || $section == large_all ]]; then
   model=${section%_all}
