@@ -376,6 +376,8 @@ def kernel_category(name: str) -> str:
     n = name.lower()
     if "gqa_decode_attention" in n:
         return "attention (Pallas)"
+    if "gqa_decode_combine" in n:
+        return "attention combine (Pallas)"
     if any(s in n for s in ("sdpa", "flash", "fmha", "cudnn")):
         return "attention (cuDNN)"
     if any(s in n for s in ("gemm", "xmma", "nvjet", "cutlass", "cublas", "triton_dot")):

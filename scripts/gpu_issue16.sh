@@ -51,14 +51,16 @@ if [[ $section == kernel ]]; then
   BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
   echo "ceilings: $CEIL"; echo "best: $BEST"
   stamp large
-  XLA_FLAGS=--xla_dump_to=/tmp/dump_large dec 100 --model large --groups 1 --profile \
+  rm -rf /tmp/dump_large_g1
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=/tmp/dump_large_g1" dec 100 --model large --groups 1 --profile \
     --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_large_g1_pallas.json"
   dec 70 --model large --groups 1 --decode_kernel pallas \
     --kernel_params "$(with_combine "$BEST")" --out "$W/decode_large_g1_pallas_combine.json"
 fi
 if [[ $section == xxl8 ]]; then
   stamp xxl8
-  XLA_FLAGS=--xla_dump_to=/tmp/dump_xxl dec 130 --model xxl --groups 8 --profile \
+  rm -rf /tmp/dump_xxl_g8
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=/tmp/dump_xxl_g8" dec 130 --model xxl --groups 8 --profile \
     --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_xxl_g8_pallas.json"
   dec 110 --model xxl --groups 8 --decode_kernel pallas \
     --kernel_params "$(with_combine "$BEST")" --out "$W/decode_xxl_g8_pallas_combine.json"
@@ -103,7 +105,8 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
             print(f"decode {p.split('/')[-1]:34} ERROR {r['error'][:90]}")
             continue
         chk = r.get("check_rel_err", {})
-        print(f"decode {r['model']:5} G={r['num_kv_heads']:<2} {r['decode_kernel']:12} "
+        kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
+        print(f"decode {r['model']:5} G={r['num_kv_heads']:<2} {kern:17} "
               f"{r['ms_per_step']:6.2f} ms/step {r['s_per_sample']:.4f} s/sample "
               f"floor {100 * r['fraction_of_floor']:5.1f}% enc/mm {100 * (r.get('encoder_of_matmul') or 0):4.1f}% "
               f"check {chk.get('decode_vs_f32_xla', float('nan')):.1e}/{chk.get('bf16_xla_vs_f32_xla', float('nan')):.1e}")

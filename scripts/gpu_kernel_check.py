@@ -181,35 +181,11 @@ def main(argv=None):
     if "ceilings" in parts:
         part("ceilings", lambda: res.update(ceilings=ceilings()))
     res["check"], res["speed"], res["sweep"] = [], [], []
+    # Order: what the decode runs need first (bf16 checks, the sweep's best.json), then
+    # speeds, then the float32 and combine cases, so a cut-short call loses the least.
     if "check" in parts:
         for i, (name, shape) in enumerate(SHAPES.items()):
             part(f"check {name}", lambda n=name, s=shape, i=i: res["check"].append(check(n, s, i)))
-        for name in FLOAT32_CHECKS:
-            part(
-                f"check {name} float32",
-                lambda n=name: res["check"].append(check(n, SHAPES[n], 7, jnp.float32)),
-            )
-        for i, name in enumerate(COMBINE_CHECKS):
-            part(
-                f"check {name} combine",
-                lambda n=name, i=i: res["check"].append(
-                    with_combine(lambda: check(n, SHAPES[n], 11 + i))
-                ),
-            )
-    if "speed" in parts:
-        for name, shape in SHAPES.items():
-            for impl in ("xla", KERNEL):
-                part(
-                    f"speed {name} {impl}",
-                    lambda n=name, s=shape, i=impl: res["speed"].append(speed(n, s, i)),
-                )
-            if name in COMBINE_CHECKS:
-                part(
-                    f"speed {name} {KERNEL} combine",
-                    lambda n=name, s=shape: res["speed"].append(
-                        with_combine(lambda: speed(n, s, KERNEL))
-                    ),
-                )
     best = dict(DEFAULT)
     if "sweep" in parts:
         for cfg in SWEEP:
@@ -230,6 +206,41 @@ def main(argv=None):
     res["best_tuning"] = best
     save()
     pathlib.Path(args.best).write_text(json.dumps(best))
+    if "speed" in parts:
+        for name, shape in SHAPES.items():
+            for impl in ("xla", KERNEL):
+                part(
+                    f"speed {name} {impl}",
+                    lambda n=name, s=shape, i=impl: res["speed"].append(speed(n, s, i)),
+                )
+    if "check" in parts:
+        for name in FLOAT32_CHECKS:
+            part(
+                f"check {name} float32",
+                lambda n=name: res["check"].append(check(n, SHAPES[n], 7, jnp.float32)),
+            )
+        for i, name in enumerate(COMBINE_CHECKS):
+            part(
+                f"check {name} combine",
+                lambda n=name, i=i: res["check"].append(
+                    with_combine(lambda: check(n, SHAPES[n], 11 + i))
+                ),
+            )
+        for name in FLOAT32_CHECKS:  # the combine's one-hot row placement in float32
+            part(
+                f"check {name} float32 combine",
+                lambda n=name: res["check"].append(
+                    with_combine(lambda: check(n, SHAPES[n], 17, jnp.float32))
+                ),
+            )
+    if "speed" in parts:
+        for name in COMBINE_CHECKS:
+            part(
+                f"speed {name} {KERNEL} combine",
+                lambda n=name: res["speed"].append(
+                    with_combine(lambda: speed(n, SHAPES[n], KERNEL))
+                ),
+            )
     c = res.get("ceilings", {})
     print(
         f"ceilings: copy {c.get('copy_GBps', 0):.0f} GB/s, read {c.get('read_GBps', 0):.0f} "

@@ -47,6 +47,8 @@ def _inputs(seed, B, N, K, S, H, dtype=jnp.float32):
     v = jnp.asarray(rng.normal(size=(B, K, S, H)), dtype)
     mask = np.ones((B, S), np.int32)
     mask[0, S // 3 :] = 0  # a padded row: later splits hold no valid key
+    if B > 2:
+        mask[1, : S // 2 + 1] = 0  # left padding: the first splits hold no valid key
     mask[-1] = 0  # an empty row
     return q, k, v, jnp.asarray(mask)
 

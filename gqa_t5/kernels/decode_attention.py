@@ -3,7 +3,9 @@
 One query token per batch row against a [B, K, S, H] cache. Each program of the grid
 (B, K, splits) reads one key/value head's slice of S once, for all G query heads of its
 group (a [G, H] x [H, block] product per block of keys), keeps a float32 running max,
-denominator and output, and writes them; a small XLA step combines the splits.
+denominator and output, and writes them; a small XLA step (or, with TUNING combine
+"pallas", a small kernel) combines the splits. With one split the kernel writes the
+normalised rows itself.
 
 Semantics are those of `layers.cached_decode_attention` (the XLA reference): logits in
 float32, plus an optional per-head bias row (T5's relative position bias in
@@ -47,7 +49,8 @@ TUNING: dict[str, Any] = {
 
 
 def set_tuning(**params: Any) -> None:
-    """Override the GPU launch parameters (block_k, num_splits, num_warps, num_stages)."""
+    """Override the GPU launch parameters (block_k, num_splits, num_warps, num_stages) and
+    the split combine ("xla" or "pallas")."""
     unknown = set(params) - set(TUNING)
     if unknown:
         raise ValueError(
@@ -323,17 +326,25 @@ def _combine_pallas(o, m, den, N, G, layout, dtype, reverse, interpret) -> jax.A
 
 
 def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, G, select, reverse_groups):
-    """As the XLA combine: weights exp(m - max m); splits without keys weigh 0."""
+    """As the XLA combine: weights exp(m - max m); splits without keys weigh 0. One split's
+    [Gp, H] partial at a time (all of them at once would be up to 16K float32 values a
+    program: register spills)."""
     from jax.experimental import pallas as pl
 
     group = pl.program_id(1)
     if reverse_groups:
         group = pl.num_programs(1) - 1 - group
-    m = m_ref[...]  # [splits, Gp]
-    w = jnp.exp(m - jnp.max(m, axis=0)[None, :])
-    den = jnp.sum(l_ref[...] * w, axis=0)
-    out = jnp.sum(o_ref[...] * w[:, :, None], axis=0) / den[:, None]
-    _store_group(out_ref, out.astype(out_ref.dtype), group * G, G, select)
+    splits, Gp, H = o_ref.shape
+    m_max = jnp.max(m_ref[...], axis=0)  # [Gp]
+
+    def add(s, carry):
+        acc, den = carry
+        w = jnp.exp(m_ref[s, :] - m_max)
+        return acc + o_ref[s, :, :] * w[:, None], den + l_ref[s, :] * w
+
+    zeros = (jnp.zeros((Gp, H), jnp.float32), jnp.zeros((Gp,), jnp.float32))
+    acc, den = lax.fori_loop(0, splits, add, zeros)
+    _store_group(out_ref, (acc / den[:, None]).astype(out_ref.dtype), group * G, G, select)
 
 
 def _store_group(o_ref, out, first, G, select) -> None:
