@@ -43,6 +43,15 @@ BEST=${BEST:-'{}'}
 CEIL=${CEIL:-'{"copy_GBps": 3152.2, "read_GBps": 4285.6, "bf16_matmul_TFLOPs": 663.8, "floor_GBps": 4300.0}'}
 dec() { run "$1" python3 scripts/benchmark_decode.py --check --ceilings_json "$CEIL" "${@:2}"; }
 with_combine() { python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "combine": "pallas"}))' "$1"; }
+# MODEL G T1 T2: the Pallas kernels, profiled with kernels named by op (an HLO dump folder of
+# its own), then with the Pallas split combine; T1, T2 their time limits.
+profiled_and_combine() {
+  local d=/tmp/dump_$1_g$2; rm -rf "$d"
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$d" dec "$3" --model "$1" --groups "$2" --profile \
+    --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_$1_g$2_pallas.json"
+  dec "$4" --model "$1" --groups "$2" --decode_kernel pallas \
+    --kernel_params "$(with_combine "$BEST")" --out "$W/decode_$1_g$2_pallas_combine.json"
+}
 
 if [[ $section == kernel ]]; then
   stamp kernel
@@ -51,19 +60,11 @@ if [[ $section == kernel ]]; then
   BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
   echo "ceilings: $CEIL"; echo "best: $BEST"
   stamp large
-  rm -rf /tmp/dump_large_g1
-  XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=/tmp/dump_large_g1" dec 100 --model large --groups 1 --profile \
-    --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_large_g1_pallas.json"
-  dec 70 --model large --groups 1 --decode_kernel pallas \
-    --kernel_params "$(with_combine "$BEST")" --out "$W/decode_large_g1_pallas_combine.json"
+  profiled_and_combine large 1 100 70
 fi
 if [[ $section == xxl8 ]]; then
   stamp xxl8
-  rm -rf /tmp/dump_xxl_g8
-  XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=/tmp/dump_xxl_g8" dec 130 --model xxl --groups 8 --profile \
-    --decode_kernel pallas --kernel_params "$BEST" --out "$W/decode_xxl_g8_pallas.json"
-  dec 110 --model xxl --groups 8 --decode_kernel pallas \
-    --kernel_params "$(with_combine "$BEST")" --out "$W/decode_xxl_g8_pallas_combine.json"
+  profiled_and_combine xxl 8 130 110
   dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
 fi
 if [[ $section == xxl_all || $section == large_all ]]; then
