@@ -38,13 +38,17 @@ GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
 # --kernel_params). num_splits None: chosen by `_plan`.
 # combine: how split partials are merged, "xla" (a few small XLA fusions) or "pallas" (one
-# small kernel that also writes the rows in place; not yet measured on a GPU).
+# small kernel that also writes the rows in place). row_length: where a row's last key to
+# visit comes from, "xla" (a mask conversion and a reduction before the kernel) or
+# "kernel" (each program reads its row's whole mask, as given, and finds it; S a power of
+# two). Neither alternative measured on a GPU yet.
 TUNING: dict[str, Any] = {
     "block_k": 64,
     "num_splits": None,
     "num_warps": 4,
     "num_stages": 2,
     "combine": "xla",
+    "row_length": "xla",
 }
 
 
@@ -58,6 +62,8 @@ def set_tuning(**params: Any) -> None:
         )
     if params.get("combine", "xla") not in ("xla", "pallas"):
         raise ValueError(f"combine={params['combine']!r}; use 'xla' or 'pallas'")
+    if params.get("row_length", "xla") not in ("xla", "kernel"):
+        raise ValueError(f"row_length={params['row_length']!r}; use 'xla' or 'kernel'")
     TUNING.update(params)
 
 
@@ -210,11 +216,13 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     q = q_BNH.astype(k_BKSH.dtype)
     if key_mask is None:
         key_mask = jnp.ones((1, S), jnp.int8)
-    key_mask = (key_mask != 0).astype(jnp.int8)
     # Keys a row must visit: up to its last unmasked key; all of them when none is
-    # unmasked (the reference then averages every key).
-    last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
-    kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
+    # unmasked (the reference then averages every key). Found here, or in the kernel.
+    row_in_kernel = TUNING["row_length"] == "kernel" and (interpret or _is_pow2(S))
+    if not row_in_kernel:
+        key_mask = (key_mask != 0).astype(jnp.int8)
+        last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
+        kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
     Bm = key_mask.shape[0]
     sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
     reverse = GROUP_ORDER == "reverse"
@@ -231,13 +239,18 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         q = q.reshape(B, K * Gp, H)
         q_spec = pl.BlockSpec((sq, Gp, H), lambda b, k, s: (b, g(k), 0))
     in_specs = [
-        pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
         q_spec,
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
-        pl.BlockSpec((sq, split_len), lambda b, k, s: (b if Bm > 1 else 0, s)),
+        pl.BlockSpec(
+            (sq, S if row_in_kernel else split_len),
+            lambda b, k, s: (b if Bm > 1 else 0, 0 if row_in_kernel else s),
+        ),
     ]
-    args = [kv_len, q, k_BKSH, v_BKSH, key_mask]
+    args = [q, k_BKSH, v_BKSH, key_mask]
+    if not row_in_kernel:  # as paged_attention reads lengths
+        in_specs.insert(0, pl.BlockSpec((1,), lambda b, k, s: (b,)))
+        args.insert(0, kv_len)
     if bias_NS is not None:
         bias = bias_NS.astype(jnp.float32).reshape(K, G, S)
         if Gp != G:  # zero rows; XLA fuses the pad into the bias computation
@@ -271,6 +284,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         select=layout == "select",
         direct=direct,
         reverse_groups=reverse,
+        row_in_kernel=row_in_kernel,
     )
     outs = pl.pallas_call(
         kernel,
@@ -385,11 +399,6 @@ def _exact_dot(a, b):
 
 
 def _kernel(
-    len_ref,
-    q_ref,
-    k_ref,
-    v_ref,
-    mask_ref,
     *refs,
     block_k,
     split_len,
@@ -399,17 +408,29 @@ def _kernel(
     select,
     direct,
     reverse_groups,
+    row_in_kernel,
 ):
     """One (row, key/value head, split): online softmax over its blocks of keys."""
     from jax.experimental import pallas as pl
 
+    if not row_in_kernel:
+        len_ref, *refs = refs
+    q_ref, k_ref, v_ref, mask_ref, *refs = refs
     bias_ref = refs[0] if has_bias else None
     group = pl.program_id(1)
     if reverse_groups:
         group = pl.num_programs(1) - 1 - group
     first = group * G  # the group's first query head
     start = pl.program_id(2) * split_len
-    n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
+    if row_in_kernel:  # the whole row's mask is here: its last unmasked key, or S if none
+        S = mask_ref.shape[0]
+        at = lax.broadcasted_iota(jnp.int32, (S,), 0) + 1
+        last = jnp.max(jnp.where(mask_ref[...] != 0, at, 0))
+        row_len = jnp.where(last == 0, S, last)
+        offset = start  # the mask block is the whole row, K/V blocks the split
+    else:
+        row_len, offset = len_ref[0], 0
+    n_keys = jnp.minimum(jnp.maximum(row_len - start, 0), split_len)
     n_blocks = pl.cdiv(n_keys, block_k)
     q = q_ref[...]
     if select:  # [Gp, N] one-hot . q [N, H]: the group's G rows first (rows past G are
@@ -426,7 +447,8 @@ def _kernel(
         s = lax.dot_general(q, k, dims, preferred_element_type=jnp.float32)
         if has_bias:
             s = s + bias_ref[:, keys]
-        s = s + jnp.where(mask_ref[keys] != 0, 0.0, NEG_INF).astype(jnp.float32)[None, :]
+        in_row = pl.ds(pl.multiple_of(offset + i * block_k, block_k), block_k)
+        s = s + jnp.where(mask_ref[in_row] != 0, 0.0, NEG_INF).astype(jnp.float32)[None, :]
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         correction = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[:, None])
