@@ -6,10 +6,10 @@
 # that finished; a failing or timed-out part (its exit status is printed) does not stop the
 # others.
 #   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks
-#       (bf16, float32, fused options), GB/s, launch sweep (writes best.json), MQA-Large
-#       decode with the kernel and with its fused options (both profiled, kernels by op)
+#       (bf16, float32, Pallas combine), GB/s, launch sweep (writes best.json), MQA-Large
+#       decode with the kernel and with the Pallas combine (each profiled, kernels by op)
 #   OUT=... bash scripts/gpu_issue16.sh xxl8            # ~5 min: GQA-8-XXL, both kernels
-#       / both with the fused options (each profiled, kernels named by op) / XLA attention
+#       / both with the Pallas combine (each profiled, kernels named by op) / XLA attention
 #       (cross-only and cuBLAS variants: measured 2026-12-02, NOTES.md entry 16)
 #   OUT=... bash scripts/gpu_issue16.sh xxl_all         # ~8 min: every G, 1..64
 #   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
@@ -42,15 +42,14 @@ BEST=${BEST:-'{}'}
 # the default is what that section measured on 2026-12-02.
 CEIL=${CEIL:-'{"copy_GBps": 3152.2, "read_GBps": 4285.6, "bf16_matmul_TFLOPs": 663.8, "floor_GBps": 4300.0}'}
 dec() { run "$1" python3 scripts/benchmark_decode.py --check --ceilings_json "$CEIL" "${@:2}"; }
-# The fused options: split partials merged by the Pallas combine, each row's last key found
-# inside the kernel (no XLA mask conversion / reduction before it).
-with_fused() { python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "combine": "pallas", "row_length": "kernel"}))' "$1"; }
-# MODEL G T: the Pallas kernels as planned, then with the fused options, each profiled with
-# kernels named by op (an HLO dump folder of its own); T the time limit of each.
-profiled_pair() {
+with_combine() { python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "combine": "pallas"}))' "$1"; }
+# MODEL G T: the Pallas kernels as planned, then with the Pallas split combine, each
+# profiled with kernels named by op (an HLO dump folder of its own; T the time limit of each),
+# so the profiles show which kernels the combine removes.
+profiled_and_combine() {
   local v p
-  for v in pallas pallas_fused; do
-    p=$BEST; [[ $v == pallas_fused ]] && p=$(with_fused "$BEST")
+  for v in pallas pallas_combine; do
+    p=$BEST; [[ $v == pallas_combine ]] && p=$(with_combine "$BEST")
     rm -rf "/tmp/dump_$1_g$2_$v"
     XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=/tmp/dump_$1_g$2_$v" dec "$3" --model "$1" \
       --groups "$2" --profile --decode_kernel pallas --kernel_params "$p" \
@@ -65,11 +64,11 @@ if [[ $section == kernel ]]; then
   BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
   echo "ceilings: $CEIL"; echo "best: $BEST"
   stamp large
-  profiled_pair large 1 100
+  profiled_and_combine large 1 100
 fi
 if [[ $section == xxl8 ]]; then
   stamp xxl8
-  profiled_pair xxl 8 130
+  profiled_and_combine xxl 8 130
   dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
 fi
 if [[ $section == xxl_all || $section == large_all ]]; then
@@ -111,7 +110,7 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
             print(f"decode {p.split('/')[-1]:34} ERROR {r['error'][:90]}")
             continue
         chk = r.get("check_rel_err", {})
-        kern = r["decode_kernel"] + ("+fused" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
+        kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
         print(f"decode {r['model']:5} G={r['num_kv_heads']:<2} {kern:17} "
               f"{r['ms_per_step']:6.2f} ms/step {r['s_per_sample']:.4f} s/sample "
               f"floor {100 * r['fraction_of_floor']:5.1f}% enc/mm {100 * (r.get('encoder_of_matmul') or 0):4.1f}% "
@@ -120,7 +119,8 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
     for r in json.load(open(p)).get("runs", []):
         cats = r.get("profile_fill_and_decode", {}).get("by_category", {})
         for name, v in sorted(cats.items(), key=lambda kv: -kv[1]["total_us"])[:6]:
-            print(f"profile {r['decode_kernel']:12} {name:22} {v['count']:6} kernels "
+            kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
+            print(f"profile {kern:17} {name:22} {v['count']:6} kernels "
                   f"{v['total_us'] / r['output_len'] / 1e3:6.3f} ms/step")
 for p in glob.glob(f"{out}/train_*.json"):
     for r in json.load(open(p)).get("runs", []):

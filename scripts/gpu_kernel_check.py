@@ -56,9 +56,8 @@ KERNEL = "pallas"  # "interpret" under --cpu_dry_run
 # Checked in float32 too: the one-hot query pick and output placement must stay exact
 # there (IEEE products, not TF32), which no CPU test can tell apart.
 FLOAT32_CHECKS = ("gqa8_xxl_cross", "gqa8_xxl_self")
-# Checked and timed with the fused options as well: the split partials merged by the
-# Pallas combine kernel and each row's last key found inside the kernel.
-FUSED_CHECKS = ("gqa8_xxl_cross", "mqa_xxl_cross", "mqa_large_cross", "gqa8_xxl_self")
+# Checked and timed with the split partials merged by the Pallas combine kernel as well.
+COMBINE_CHECKS = ("gqa8_xxl_cross", "mqa_xxl_cross", "mqa_large_cross", "gqa8_xxl_self")
 
 
 def inputs(shape, seed: int, sets: int = 1, dtype=jnp.bfloat16):
@@ -89,18 +88,15 @@ def rel_err(a, b) -> float:
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-FUSED = {"combine": "pallas", "row_length": "kernel"}
-
-
-def with_fused(fn):
-    """Run fn with TUNING's FUSED options; the record's shape name says so."""
-    saved = {k: da.TUNING[k] for k in FUSED}
-    da.set_tuning(**FUSED)
+def with_combine(fn):
+    """Run fn with TUNING's combine set to 'pallas'; the record's shape name says so."""
+    saved = da.TUNING["combine"]
+    da.set_tuning(combine="pallas")
     try:
         rec = fn()
     finally:
-        da.TUNING.update(saved)
-    return {**rec, "shape": rec["shape"] + "_fused"}
+        da.TUNING["combine"] = saved
+    return {**rec, "shape": rec["shape"] + "_combine"}
 
 
 def check(name: str, shape, seed: int, dtype=jnp.bfloat16) -> dict:
@@ -186,7 +182,7 @@ def main(argv=None):
         part("ceilings", lambda: res.update(ceilings=ceilings()))
     res["check"], res["speed"], res["sweep"] = [], [], []
     # Order: what the decode runs need first (bf16 checks, the sweep's best.json), then
-    # speeds, then the float32 and fused cases, so a cut-short call loses the least.
+    # speeds, then the float32 and combine cases, so a cut-short call loses the least.
     if "check" in parts:
         for i, (name, shape) in enumerate(SHAPES.items()):
             part(f"check {name}", lambda n=name, s=shape, i=i: res["check"].append(check(n, s, i)))
@@ -223,25 +219,27 @@ def main(argv=None):
                 f"check {name} float32",
                 lambda n=name: res["check"].append(check(n, SHAPES[n], 7, jnp.float32)),
             )
-        for i, name in enumerate(FUSED_CHECKS):
+        for i, name in enumerate(COMBINE_CHECKS):
             part(
-                f"check {name} fused",
+                f"check {name} combine",
                 lambda n=name, i=i: res["check"].append(
-                    with_fused(lambda: check(n, SHAPES[n], 11 + i))
+                    with_combine(lambda: check(n, SHAPES[n], 11 + i))
                 ),
             )
-        for name in FLOAT32_CHECKS:  # the fused combine's one-hot row placement, float32
+        for name in FLOAT32_CHECKS:  # the combine's one-hot row placement in float32
             part(
-                f"check {name} float32 fused",
+                f"check {name} float32 combine",
                 lambda n=name: res["check"].append(
-                    with_fused(lambda: check(n, SHAPES[n], 17, jnp.float32))
+                    with_combine(lambda: check(n, SHAPES[n], 17, jnp.float32))
                 ),
             )
     if "speed" in parts:
-        for name in FUSED_CHECKS:
+        for name in COMBINE_CHECKS:
             part(
-                f"speed {name} {KERNEL} fused",
-                lambda n=name: res["speed"].append(with_fused(lambda: speed(n, SHAPES[n], KERNEL))),
+                f"speed {name} {KERNEL} combine",
+                lambda n=name: res["speed"].append(
+                    with_combine(lambda: speed(n, SHAPES[n], KERNEL))
+                ),
             )
     c = res.get("ceilings", {})
     print(

@@ -71,18 +71,15 @@ def test_cross_attention_kernel_matches_xla_and_float64(K, tuning):
 
 
 @pytest.mark.parametrize(
-    "splits,combine,row_length",
-    [(1, "xla", "xla"), (4, "xla", "xla"), (4, "pallas", "xla"), (1, "xla", "kernel")]
-    + [(4, "pallas", "kernel")],
-)  # 1 split: the kernel writes [B, N, H] itself; 4: partials, combined by XLA or a kernel;
-# the row's last key to visit found by XLA or inside the kernel
+    "splits,combine", [(1, "xla"), (4, "xla"), (4, "pallas")]
+)  # 1 split: the kernel writes [B, N, H] itself; 4: partials, combined by XLA or a kernel
 @pytest.mark.parametrize(
     "N,K,layout",
     [(32, 32, "select"), (32, 4, "select"), (16, 8, "select"), (32, 2, "block"), (16, 1, "block")],
 )
 @pytest.mark.parametrize("order", ["forward", "reverse"])
 def test_every_query_layout_and_split_mode(
-    N, K, layout, splits, combine, row_length, order, tuning, monkeypatch
+    N, K, layout, splits, combine, order, tuning, monkeypatch
 ):
     """G in {1, 2, 8, 16, N}: the one-hot row pick and masked store, the plain block, the
     split combine; a padded and an empty row; with and without a bias row. Interpret mode
@@ -90,7 +87,7 @@ def test_every_query_layout_and_split_mode(
     group's rows then overwrites a finished neighbour (either side) and fails."""
     assert da._q_layout(N, N // K) == layout
     monkeypatch.setattr(da, "GROUP_ORDER", order)
-    tuning(block_k=8, num_splits=splits, combine=combine, row_length=row_length)
+    tuning(block_k=8, num_splits=splits, combine=combine)
     calls = []
     real = da._combine_pallas
     monkeypatch.setattr(da, "_combine_pallas", lambda *a: calls.append(1) or real(*a))
@@ -114,11 +111,9 @@ def test_split_plan_at_the_benchmark_shapes():
     assert da._plan(32, 64, 2048, 16, False)[1] == 1  # MHA-XXL: 2048 programs, no combine
 
 
-@pytest.mark.parametrize("row_length", ["xla", "kernel"])
-def test_self_attention_kernel_with_bias_row_and_causal_mask(row_length, tuning):
-    """T5's decode step: relative position bias row, keys up to the step's position (a
-    boolean mask, as the model passes it)."""
-    tuning(block_k=8, num_splits=None, row_length=row_length)
+def test_self_attention_kernel_with_bias_row_and_causal_mask(tuning):
+    """T5's decode step: relative position bias row, keys up to the step's position."""
+    tuning(block_k=8, num_splits=None)
     N, K, S, position = 8, 2, 48, 19
     q, k, v, _ = _inputs(7, B=2, N=N, K=K, S=S, H=16)
     bias = jnp.asarray(np.random.default_rng(1).normal(size=(N, S)), jnp.float32)
@@ -132,11 +127,17 @@ def test_self_attention_kernel_with_bias_row_and_causal_mask(row_length, tuning)
     xla = da.reference(q, k, v, causal, bias)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(got, xla, rtol=2e-5, atol=2e-5)
-    # Blocks after the position are never read: NaN there (keys and values, from the first
-    # block past the step's) stays out of the output. Reading them would give NaN.
-    position = 23  # the last visited block ends at the position (block_k 8)
-    causal = (jnp.arange(S) <= position)[None, :]
+
+
+@pytest.mark.parametrize("splits", [None, 2, 3])
+def test_blocks_after_the_position_are_never_read(splits, tuning):
+    """NaN keys and values from the block after the step's position on stay out of the
+    output (reading them would give NaN), with the row's keys over one or more splits."""
+    tuning(block_k=8, num_splits=splits)
+    N, K, S, position = 8, 2, 48, 23  # the last visited block ends at the position
     q, k, v, _ = _inputs(8, B=2, N=N, K=K, S=S, H=16)
+    bias = jnp.asarray(np.random.default_rng(2).normal(size=(N, S)), jnp.float32)
+    causal = (jnp.arange(S) <= position)[None, :]
     k = k.at[:, :, position + 1 :].set(jnp.nan)
     v = v.at[:, :, position + 1 :].set(jnp.nan)
     got = da.grouped_decode_attention(
@@ -167,21 +168,11 @@ def test_auto_is_the_xla_path_off_gpu_and_bad_input_is_named():
         da.set_tuning(block=3)
     with pytest.raises(ValueError, match="use 'xla' or 'pallas'"):
         da.set_tuning(combine="triton")
-    with pytest.raises(ValueError, match="use 'xla' or 'kernel'"):
-        da.set_tuning(row_length="pallas")
 
 
-@pytest.mark.parametrize(
-    "decode_kernel,params",
-    [
-        ("pallas_cross", {}),
-        ("pallas", {}),
-        ("pallas", {"combine": "pallas", "row_length": "kernel"}),
-    ],
-)
-def test_model_decode_steps_through_the_kernel(decode_kernel, params, tuning, monkeypatch):
+@pytest.mark.parametrize("decode_kernel", ["pallas_cross", "pallas"])
+def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
     """Cached steps with the kernel (interpret mode) reproduce the teacher-forced pass."""
-    tuning(**params)
     monkeypatch.setattr(da, "OFF_GPU", "interpret")
     calls = []
     real = da._pallas
@@ -206,14 +197,39 @@ def test_model_decode_steps_through_the_kernel(decode_kernel, params, tuning, mo
     np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "splits,combine,row_length",
-    [(1, "xla", "xla"), (None, "xla", "xla"), (None, "pallas", "kernel"), (1, "xla", "kernel")],
-)
+def test_model_decode_steps_through_the_kernel_and_its_combine(tuning, monkeypatch):
+    """16 query heads over 2 K/V heads (the one-hot query pick), two splits a row merged by
+    the Pallas combine in both attentions; cached steps equal the teacher-forced pass."""
+    tuning(block_k=4, num_splits=2, combine="pallas")
+    monkeypatch.setattr(da, "OFF_GPU", "interpret")
+    combines = []
+    real = da._combine_pallas
+    monkeypatch.setattr(da, "_combine_pallas", lambda *a: combines.append(1) or real(*a))
+    cfg = tiny_config(num_heads=16, num_kv_heads=2, head_dim=4, decode_kernel="pallas")
+    model = EncoderDecoderModel(cfg)
+    params = model.init(jax.random.PRNGKey(1))["params"]
+    batch = random_batch(6, S=8, T=8)
+    enc = batch["encoder_input_tokens"]
+    B, T = batch["decoder_input_tokens"].shape
+    full = np.asarray(model.logits(params, batch))
+    cache = model.prefill(
+        params, model.init_cache(params, B, enc.shape[1], T), model.encode(params, enc)
+    )
+    step = jax.jit(model.tokens_to_logits_fn(params, enc, T))
+    got = []
+    for t in range(T):
+        logits, cache = step(batch["decoder_input_tokens"][:, t : t + 1], cache)
+        got.append(np.asarray(logits))
+    assert len(combines) == 2 * cfg.num_decoder_layers  # self and cross, traced once
+    keep = np.asarray(batch["decoder_target_tokens"]) > 0
+    np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("splits,combine", [(1, "xla"), (None, "xla"), (None, "pallas")])
 @pytest.mark.parametrize("N,K,bias", [(64, 8, False), (16, 1, False), (64, 64, True)])
-def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, combine, row_length, tuning):
+def test_kernel_lowers_to_triton_for_cuda(N, K, bias, splits, combine, tuning):
     """The Pallas -> Triton lowering runs here (no GPU needed): no unsupported op."""
-    tuning(num_splits=splits, combine=combine, row_length=row_length)
+    tuning(num_splits=splits, combine=combine)
     B, S, H = 4, 512, 64
     args = [
         jax.ShapeDtypeStruct((B, N, H), jnp.bfloat16),

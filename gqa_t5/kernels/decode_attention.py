@@ -9,10 +9,11 @@ normalised rows itself.
 
 Semantics are those of `layers.cached_decode_attention` (the XLA reference): logits in
 float32, plus an optional per-head bias row (T5's relative position bias in
-self-attention), plus -1e10 where the key mask is 0, softmax, weights cast to the cache
-dtype, weighted sum. A row whose keys are all masked averages every key, as the
-reference does, and stays finite. Keys past a row's last unmasked key are never read
-(they would get weight exactly 0): self-attention reads only positions <= the step's.
+self-attention), plus -1e10 where the key mask is not > 0, softmax, weights cast to the
+cache dtype, weighted sum. A row whose keys are all masked averages every key, as the
+reference does, and stays finite. Blocks of keys after the block holding a row's last
+unmasked key are never read (their keys would get weight exactly 0): self-attention
+reads only the blocks up to the step's position.
 
       B batch  N query heads  K key/value heads  G query heads per K head  S keys  H head
 """
@@ -38,17 +39,13 @@ GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
 # --kernel_params). num_splits None: chosen by `_plan`.
 # combine: how split partials are merged, "xla" (a few small XLA fusions) or "pallas" (one
-# small kernel that also writes the rows in place). row_length: where a row's last key to
-# visit comes from, "xla" (a mask conversion and a reduction before the kernel) or
-# "kernel" (each program reads its row's whole mask, as given, and finds it; S a power of
-# two). Neither alternative measured on a GPU yet.
+# small kernel that also writes the rows in place; not yet measured on a GPU).
 TUNING: dict[str, Any] = {
     "block_k": 64,
     "num_splits": None,
     "num_warps": 4,
     "num_stages": 2,
     "combine": "xla",
-    "row_length": "xla",
 }
 
 
@@ -62,8 +59,6 @@ def set_tuning(**params: Any) -> None:
         )
     if params.get("combine", "xla") not in ("xla", "pallas"):
         raise ValueError(f"combine={params['combine']!r}; use 'xla' or 'pallas'")
-    if params.get("row_length", "xla") not in ("xla", "kernel"):
-        raise ValueError(f"row_length={params['row_length']!r}; use 'xla' or 'kernel'")
     TUNING.update(params)
 
 
@@ -216,13 +211,15 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     q = q_BNH.astype(k_BKSH.dtype)
     if key_mask is None:
         key_mask = jnp.ones((1, S), jnp.int8)
+    # Keys are attended where the mask is > 0, as in the reference (layers.mask_to_bias).
+    # These XLA steps before the kernel run once a step, not once a layer: every layer
+    # passes the same mask and XLA's CSE merges them (checked on CPU: a 6-layer decoder's
+    # 12 kernel calls leave 2 such reductions after optimisation).
+    key_mask = (key_mask > 0).astype(jnp.int8)
     # Keys a row must visit: up to its last unmasked key; all of them when none is
-    # unmasked (the reference then averages every key). Found here, or in the kernel.
-    row_in_kernel = TUNING["row_length"] == "kernel" and (interpret or _is_pow2(S))
-    if not row_in_kernel:
-        key_mask = (key_mask != 0).astype(jnp.int8)
-        last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
-        kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
+    # unmasked (the reference then averages every key).
+    last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
+    kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
     Bm = key_mask.shape[0]
     sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
     reverse = GROUP_ORDER == "reverse"
@@ -239,18 +236,13 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         q = q.reshape(B, K * Gp, H)
         q_spec = pl.BlockSpec((sq, Gp, H), lambda b, k, s: (b, g(k), 0))
     in_specs = [
+        pl.BlockSpec((1,), lambda b, k, s: (b,)),  # as paged_attention reads lengths
         q_spec,
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
         pl.BlockSpec((sq, sq, split_len, H), lambda b, k, s: (b, g(k), s, 0)),
-        pl.BlockSpec(
-            (sq, S if row_in_kernel else split_len),
-            lambda b, k, s: (b if Bm > 1 else 0, 0 if row_in_kernel else s),
-        ),
+        pl.BlockSpec((sq, split_len), lambda b, k, s: (b if Bm > 1 else 0, s)),
     ]
-    args = [q, k_BKSH, v_BKSH, key_mask]
-    if not row_in_kernel:  # as paged_attention reads lengths
-        in_specs.insert(0, pl.BlockSpec((1,), lambda b, k, s: (b,)))
-        args.insert(0, kv_len)
+    args = [kv_len, q, k_BKSH, v_BKSH, key_mask]
     if bias_NS is not None:
         bias = bias_NS.astype(jnp.float32).reshape(K, G, S)
         if Gp != G:  # zero rows; XLA fuses the pad into the bias computation
@@ -284,7 +276,6 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         select=layout == "select",
         direct=direct,
         reverse_groups=reverse,
-        row_in_kernel=row_in_kernel,
     )
     outs = pl.pallas_call(
         kernel,
@@ -399,6 +390,11 @@ def _exact_dot(a, b):
 
 
 def _kernel(
+    len_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    mask_ref,
     *refs,
     block_k,
     split_len,
@@ -408,29 +404,17 @@ def _kernel(
     select,
     direct,
     reverse_groups,
-    row_in_kernel,
 ):
     """One (row, key/value head, split): online softmax over its blocks of keys."""
     from jax.experimental import pallas as pl
 
-    if not row_in_kernel:
-        len_ref, *refs = refs
-    q_ref, k_ref, v_ref, mask_ref, *refs = refs
     bias_ref = refs[0] if has_bias else None
     group = pl.program_id(1)
     if reverse_groups:
         group = pl.num_programs(1) - 1 - group
     first = group * G  # the group's first query head
     start = pl.program_id(2) * split_len
-    if row_in_kernel:  # the whole row's mask is here: its last unmasked key, or S if none
-        S = mask_ref.shape[0]
-        at = lax.broadcasted_iota(jnp.int32, (S,), 0) + 1
-        last = jnp.max(jnp.where(mask_ref[...] != 0, at, 0))
-        row_len = jnp.where(last == 0, S, last)
-        offset = start  # the mask block is the whole row, K/V blocks the split
-    else:
-        row_len, offset = len_ref[0], 0
-    n_keys = jnp.minimum(jnp.maximum(row_len - start, 0), split_len)
+    n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
     n_blocks = pl.cdiv(n_keys, block_k)
     q = q_ref[...]
     if select:  # [Gp, N] one-hot . q [N, H]: the group's G rows first (rows past G are
@@ -447,8 +431,7 @@ def _kernel(
         s = lax.dot_general(q, k, dims, preferred_element_type=jnp.float32)
         if has_bias:
             s = s + bias_ref[:, keys]
-        in_row = pl.ds(pl.multiple_of(offset + i * block_k, block_k), block_k)
-        s = s + jnp.where(mask_ref[in_row] != 0, 0.0, NEG_INF).astype(jnp.float32)[None, :]
+        s = s + jnp.where(mask_ref[keys] != 0, 0.0, NEG_INF).astype(jnp.float32)[None, :]
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         correction = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[:, None])
