@@ -92,13 +92,11 @@ def _profile(name: str) -> dict:
 
 
 def summary() -> dict:
-    sweep = [_row(r, "decode_xxl_all_pallas.json") for r in _runs("decode_xxl_all_pallas.json")]
-    sweep += [
-        _row(r, "decode_large_all_pallas.json") for r in _runs("decode_large_all_pallas.json")
-    ]
+    sweeps = ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
+    sweep = [_row(r, f) for f in sweeps for r in _runs(f)]
     done = {(r["model"], r["G"]) for r in sweep}
     kernel = json.loads((RAW / "kernel_check.json").read_text())
-    first = json.loads((RAW / "decode_xxl_all_pallas.json").read_text())
+    first = json.loads((RAW / sweeps[0]).read_text())
     jax_version = (RAW / "jax.txt").read_text().strip()
     return {
         "machine": f"one {first['runs'][0]['device']} (nvidia-h200), jax {jax_version}",

@@ -182,6 +182,14 @@ def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
     batch = random_batch(5)
     enc = batch["encoder_input_tokens"].at[2].set(0)  # an empty input row too
     batch = {**batch, "encoder_input_tokens": enc}
+    _assert_cached_steps_equal_full_pass(model, params, batch)
+    layers = model.config.num_decoder_layers
+    assert len(calls) == layers * (2 if decode_kernel == "pallas" else 1)  # traced once
+
+
+def _assert_cached_steps_equal_full_pass(model, params, batch):
+    """The cached decode steps' logits equal the teacher-forced pass."""
+    enc = batch["encoder_input_tokens"]
     B, T = batch["decoder_input_tokens"].shape
     full = np.asarray(model.logits(params, batch))
     cache = model.init_cache(params, B, enc.shape[1], T)
@@ -191,8 +199,6 @@ def test_model_decode_steps_through_the_kernel(decode_kernel, monkeypatch):
     for t in range(T):
         logits, cache = step(batch["decoder_input_tokens"][:, t : t + 1], cache)
         got.append(np.asarray(logits))
-    layers = model.config.num_decoder_layers
-    assert len(calls) == layers * (2 if decode_kernel == "pallas" else 1)  # traced once
     keep = np.asarray(batch["decoder_target_tokens"]) > 0
     np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
 
@@ -208,21 +214,8 @@ def test_model_decode_steps_through_the_kernel_and_its_combine(tuning, monkeypat
     cfg = tiny_config(num_heads=16, num_kv_heads=2, head_dim=4, decode_kernel="pallas")
     model = EncoderDecoderModel(cfg)
     params = model.init(jax.random.PRNGKey(1))["params"]
-    batch = random_batch(6, S=8, T=8)
-    enc = batch["encoder_input_tokens"]
-    B, T = batch["decoder_input_tokens"].shape
-    full = np.asarray(model.logits(params, batch))
-    cache = model.prefill(
-        params, model.init_cache(params, B, enc.shape[1], T), model.encode(params, enc)
-    )
-    step = jax.jit(model.tokens_to_logits_fn(params, enc, T))
-    got = []
-    for t in range(T):
-        logits, cache = step(batch["decoder_input_tokens"][:, t : t + 1], cache)
-        got.append(np.asarray(logits))
+    _assert_cached_steps_equal_full_pass(model, params, random_batch(6, S=8, T=8))
     assert len(combines) == 2 * cfg.num_decoder_layers  # self and cross, traced once
-    keep = np.asarray(batch["decoder_target_tokens"]) > 0
-    np.testing.assert_allclose(np.stack(got, 1)[keep], full[keep], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("splits,combine", [(1, "xla"), (None, "xla"), (None, "pallas")])

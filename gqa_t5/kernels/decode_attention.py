@@ -155,6 +155,26 @@ def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+def _squeezed():
+    """A block dimension the kernel does not see (None in older Pallas)."""
+    from jax.experimental import pallas as pl
+
+    return pl.Squeezed() if hasattr(pl, "Squeezed") else None
+
+
+def _head_of(k, K: int):
+    """The key/value head grid index k serves (GROUP_ORDER reverses it in tests)."""
+    return K - 1 - k if GROUP_ORDER == "reverse" else k
+
+
+def _program_group(reverse_groups: bool):
+    """Inside a kernel: the key/value head of this program (grid axis 1)."""
+    from jax.experimental import pallas as pl
+
+    group = pl.program_id(1)
+    return pl.num_programs(1) - 1 - group if reverse_groups else group
+
+
 def _q_layout(N: int, G: int) -> str:
     """How a program gets its group's [Gp, H] queries, Gp = max(G, 16) rows for the dot.
 
@@ -221,11 +241,11 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
     last = jnp.max(jnp.where(key_mask != 0, jnp.arange(1, S + 1), 0), axis=1)
     kv_len = jnp.broadcast_to(jnp.where(last == 0, S, last), (B,)).astype(jnp.int32)
     Bm = key_mask.shape[0]
-    sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+    sq = _squeezed()
     reverse = GROUP_ORDER == "reverse"
 
-    def g(k):  # the key/value head a program of grid index k serves
-        return K - 1 - k if reverse else k
+    def g(k):
+        return _head_of(k, K)
 
     if layout == "block":
         q_spec = pl.BlockSpec((sq, G, H), lambda b, k, s: (b, g(k), 0))
@@ -306,10 +326,10 @@ def _combine_pallas(o, m, den, N, G, layout, dtype, reverse, interpret) -> jax.A
     from jax.experimental import pallas as pl
 
     B, K, splits, Gp, H = o.shape
-    sq = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+    sq = _squeezed()
 
     def g(k):
-        return K - 1 - k if reverse else k
+        return _head_of(k, K)
 
     rows = G if layout == "block" else N
     return pl.pallas_call(
@@ -334,11 +354,7 @@ def _combine_kernel(o_ref, m_ref, l_ref, out_ref, *, G, select, reverse_groups):
     """As the XLA combine: weights exp(m - max m); splits without keys weigh 0. One split's
     [Gp, H] partial at a time (all of them at once would be up to 16K float32 values a
     program: register spills)."""
-    from jax.experimental import pallas as pl
-
-    group = pl.program_id(1)
-    if reverse_groups:
-        group = pl.num_programs(1) - 1 - group
+    group = _program_group(reverse_groups)
     splits, Gp, H = o_ref.shape
     m_max = jnp.max(m_ref[...], axis=0)  # [Gp]
 
@@ -361,7 +377,8 @@ def _store_group(o_ref, out, first, G, select) -> None:
     from jax.experimental.pallas import triton as plgpu
 
     N, H = o_ref.shape
-    place = _one_hot((N, out.shape[0]), lambda r, c: (r == first + c) & (c < G), out.dtype)
+    place = _one_hot((N, out.shape[0]), lambda r, c: r == first + c, out.dtype)  # rows
+    # past first + G (from out's rows past G) are outside the store mask
     full = _exact_dot(place, out).astype(o_ref.dtype)
     row = lax.broadcasted_iota(jnp.int32, (N, H), 0)
     plgpu.store(o_ref, full, mask=(row >= first) & (row < first + G))
@@ -409,10 +426,7 @@ def _kernel(
     from jax.experimental import pallas as pl
 
     bias_ref = refs[0] if has_bias else None
-    group = pl.program_id(1)
-    if reverse_groups:
-        group = pl.num_programs(1) - 1 - group
-    first = group * G  # the group's first query head
+    first = _program_group(reverse_groups) * G  # the group's first query head
     start = pl.program_id(2) * split_len
     n_keys = jnp.minimum(jnp.maximum(len_ref[0] - start, 0), split_len)
     n_blocks = pl.cdiv(n_keys, block_k)
