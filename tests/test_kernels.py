@@ -147,6 +147,16 @@ def test_blocks_after_the_position_are_never_read(splits, tuning):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+def test_mask_values_not_above_zero_are_masked_as_in_the_reference():
+    """Keys count where the mask is > 0, as layers.mask_to_bias decides (-1 is masked)."""
+    q, k, v, _ = _inputs(9, B=2, N=8, K=2, S=16, H=8)
+    mask = jnp.asarray(np.where(np.arange(16) % 3 == 0, -1.0, 1.0)[None, :])
+    got = da.grouped_decode_attention(q, k, v, key_mask=mask, implementation="interpret")
+    np.testing.assert_allclose(got, da.reference(q, k, v, mask), rtol=2e-5, atol=2e-5)
+    want = numpy_decode_attention(q, k, v, np.asarray(mask > 0))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
 def test_bfloat16_kernel_within_bfloat16_noise():
     q, k, v, mask = _inputs(3, B=2, N=8, K=2, S=32, H=16, dtype=jnp.bfloat16)
     got = da.grouped_decode_attention(q, k, v, key_mask=mask, implementation="interpret")
