@@ -15,24 +15,35 @@
 #   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
 #   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
 #   OUT=... bash scripts/gpu_issue16.sh train           # every T5.1.1 size's training MFU
+# Several sections can share one call (`... peer large_all`): they run in this file's
+# order into one work folder, $OUT/<s1>-<s2>.tar.xz, and BUDGET (seconds, default 580) caps the
+# call: each part's time limit is cut to what is left of it, so the call ends inside the
+# device tool's 10 minutes with every finished part packed.
 # KERNEL=xla|pallas_cross|pallas picks the decode kernel of the *_all sections (default
 # pallas); BEST='{"block_k": ..}' passes launch parameters (a kernel call's best.json).
 set -u
-section=${1:-kernel}
-case $section in kernel|xxl8|xxl_all|large_all|peer|train) ;;
-  *) echo "gpu_issue16.sh: unknown section '$section'; use kernel, xxl8, xxl_all, large_all, peer or train" >&2; exit 2;;
-esac
+sections=("${@:-kernel}")
+for s in "${sections[@]}"; do
+  case $s in kernel|xxl8|xxl_all|large_all|peer|train) ;;
+    *) echo "gpu_issue16.sh: unknown section '$s'; use kernel, xxl8, xxl_all, large_all, peer or train" >&2; exit 2;;
+  esac
+done
+section=$(IFS=-; echo "${sections[*]}")
+has() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 OUT=${OUT:-benchmarks/raw/issue16}; mkdir -p "$OUT"
 W=/tmp/issue16_$section; rm -rf "$W"; mkdir -p "$W"
+BUDGET=${BUDGET:-580}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
 pack() { tar -C "$W" -cJf "$OUT/$section.tar.xz.tmp" . && mv "$OUT/$section.tar.xz.tmp" "$OUT/$section.tar.xz"; }
 run() {
-  timeout -k 10 "$1" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40
-  local rc=${PIPESTATUS[0]}; [[ $rc == 0 ]] || echo "!! exit $rc (124: timed out after $1 s): ${*:2:3}"
+  local left=$((BUDGET - 25 - SECONDS)) lim=$1
+  (( left < lim )) && lim=$left
+  if (( lim < 20 )); then echo "!! skipped (call budget spent): ${*:2:3}"; return; fi
+  timeout -k 10 "$lim" "${@:2}" 2>&1 | grep -v -E '^(I0000|W0000|W1123|E1123)' | tail -n 40
+  local rc=${PIPESTATUS[0]}; [[ $rc == 0 ]] || echo "!! exit $rc (124: timed out after $lim s): ${*:2:3}"
   pack
 }
-t0=$SECONDS
-stamp() { echo "== $1 at $((SECONDS - t0)) s"; }
+stamp() { echo "== $1 at $SECONDS s"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv \
   > "$W/nvidia_smi.csv" 2>&1
 python3 -c "import jax; print(jax.__version__)" > "$W/jax.txt" 2>&1
@@ -57,7 +68,7 @@ profiled_and_combine() {
   done
 }
 
-if [[ $section == kernel ]]; then
+if has kernel; then
   stamp kernel
   run 320 python3 scripts/gpu_kernel_check.py --out "$W/kernel.json" --best "$W/best.json"
   measured=$(python3 -c "import json; print(json.dumps(json.load(open('$W/kernel.json'))['ceilings']))" 2>/dev/null) && CEIL=$measured
@@ -66,25 +77,26 @@ if [[ $section == kernel ]]; then
   stamp large
   profiled_and_combine large 1 100
 fi
-if [[ $section == xxl8 ]]; then
+if has xxl8; then
   stamp xxl8
   profiled_and_combine xxl 8 130
   dec 100 --model xxl --groups 8 --decode_kernel xla --out "$W/decode_xxl_g8_xla.json"
 fi
-if [[ $section == xxl_all || $section == large_all ]]; then
-  model=${section%_all}
+for section_ in xxl_all large_all; do
+  has $section_ || continue
+  model=${section_%_all}
   groups=${KV_GROUPS:-$([[ $model == xxl ]] && echo 1,2,4,8,16,32,64 || echo 1,2,4,8,16)}
   k=${KERNEL:-pallas}
   dec 540 --model "$model" --groups "$groups" --decode_kernel "$k" --kernel_params "$BEST" \
     --out "$W/decode_${model}_all_$k.json"
-fi
-if [[ $section == peer ]]; then
+done
+if has peer; then
   run 300 python3 scripts/benchmark_hf_peer.py --model xxl --batch 8 --cache static,dynamic \
     --out "$W/hf_peer.json"
   run 200 python3 scripts/benchmark_hf_peer.py --model large --batch 32 --cache static,dynamic \
     --out "$W/hf_peer.json"
 fi
-if [[ $section == train ]]; then
+if has train; then
   for m in small small8 base large; do
     run 140 python3 scripts/benchmark_train.py --model $m --batch 64,128,256 --steps 8 \
       --attention_impl auto --out "$W/train_$m.json"
