@@ -130,14 +130,14 @@ def speed(name: str, shape, impl: str, iters: int = 10) -> dict:
     if not shape[5]:
         mask = None  # every key valid: every byte of K/V is read
 
-    def body(q):
+    def body(q, kv, mask, bias):
         for k, v in kv:
             q = da.grouped_decode_attention(
                 q, k, v, key_mask=mask, bias_NS=bias, implementation=impl
             )
         return q
 
-    t = device_loop_time(body, q, iters, 5) / sets
+    t = device_loop_time(body, q, iters, 5, (kv, mask, bias)) / sets
     read = set_bytes
     if shape[5]:  # self-attention: keys up to the position only
         read = set_bytes * (S - S // 4) / S

@@ -37,14 +37,18 @@ OFF_GPU = "xla"
 # "reverse" to catch that (on the GPU programs run concurrently and it would be a race).
 GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
-# --kernel_params). num_splits None: chosen by `_plan`.
+# --kernel_params). num_splits None: chosen by `_plan`. The defaults are the best of the
+# launch sweep at GQA-8-XXL's cross-attention shape on the H200 (benchmarks/NOTES.md,
+# entry 17): 51.0 us a call against 62.1 us for the earlier 64 / 4 / 2, and 4.46-4.48
+# against 4.62 ms per GQA-8-XXL decode step, twice, side by side; MQA-Large unchanged.
 # combine: how split partials are merged, "xla" (a few small XLA fusions) or "pallas" (one
-# small kernel that also writes the rows in place; not yet measured on a GPU).
+# small kernel that also writes the rows in place; measured slower on the H200: MQA-Large
+# 1.44 against 1.31 ms/step, entry 17).
 TUNING: dict[str, Any] = {
-    "block_k": 64,
+    "block_k": 32,
     "num_splits": None,
-    "num_warps": 4,
-    "num_stages": 2,
+    "num_warps": 2,
+    "num_stages": 3,
     "combine": "xla",
 }
 
