@@ -62,6 +62,10 @@ class Dense(nn.Module):
     in_axes: int = 1  # how many trailing input axes are contracted
     dtype: Any = jnp.float32
     kernel_init: Initializer = default_kernel_init
+    # None: the product runs in `dtype` (t5x). Set (e.g. bfloat16 with dtype float32):
+    # operands in this narrower type, products accumulated and returned in `dtype`, and
+    # the backward products in it too (`narrow_dot`).
+    operand_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -74,8 +78,45 @@ class Dense(nn.Module):
             jnp.float32,
             axes=self.kernel_axes,
         )
-        y = dense_dot(x.reshape(*x.shape[: -self.in_axes], -1), kernel, self.dtype)
+        x = x.reshape(*x.shape[: -self.in_axes], -1)
+        if self.operand_dtype is not None:
+            y = narrow_dot(x, kernel, jnp.dtype(self.operand_dtype), jnp.dtype(self.dtype))
+        else:
+            y = dense_dot(x, kernel, self.dtype)
         return y.reshape(*y.shape[:-1], *feats)
+
+
+def narrow_dot(x: jax.Array, kernel: jax.Array, operand_dtype: Any, out_dtype: Any) -> jax.Array:
+    """x @ kernel with both operands cast to `operand_dtype` (bfloat16), accumulated and
+    returned in `out_dtype` (float32). The backward pass casts the incoming gradient to
+    `operand_dtype` too, so all three products run on the narrow matrix units (left to
+    autodiff, the two backward products would mix a float32 gradient with a bfloat16
+    operand and run in float32). Gradients come back in each input's own dtype."""
+    return _narrow_dot_fn(jnp.dtype(operand_dtype), jnp.dtype(out_dtype))(x, kernel)
+
+
+@functools.cache
+def _narrow_dot_fn(operand_dtype: Any, out_dtype: Any) -> Callable:
+    @jax.custom_vjp
+    def dot(x, kernel):
+        return fwd(x, kernel)[0]
+
+    def fwd(x, kernel):
+        xn, kn = x.astype(operand_dtype), kernel.astype(operand_dtype)
+        y = jnp.dot(xn, kn, preferred_element_type=out_dtype)
+        # Zero-size arrays carry the inputs' dtypes (residuals must be arrays).
+        return y, (xn, kn, jnp.zeros((0,), x.dtype), jnp.zeros((0,), kernel.dtype))
+
+    def bwd(res, g):
+        xn, kn, x0, k0 = res
+        gn = g.astype(operand_dtype)
+        dx = jnp.dot(gn, kn.T, preferred_element_type=out_dtype)
+        x2, g2 = xn.reshape(-1, xn.shape[-1]), gn.reshape(-1, gn.shape[-1])
+        dk = jnp.dot(x2.T, g2, preferred_element_type=out_dtype)
+        return dx.astype(x0.dtype), dk.astype(k0.dtype)
+
+    dot.defvjp(fwd, bwd)
+    return dot
 
 
 def dense_dot(x: jax.Array, kernel: jax.Array, dtype: Any) -> jax.Array:

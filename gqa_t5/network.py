@@ -51,6 +51,10 @@ class T5Config:
     relative_attention_max_distance: int = 128
     attention_impl: str = "auto"
     remat_policy: str = "none"  # none | full: rematerialise each layer in the backward pass
+    # The output layer's products: "float32" (t5x: activations and kernel in float32) or
+    # "bfloat16" (operands in bfloat16, accumulated and returned in float32, backward
+    # products in bfloat16 too; faster, not t5x-exact: benchmarks/NOTES.md entry 17).
+    logits_dot: str = "float32"
     # Decode-step attention: "xla", the Pallas split-K kernel for cross-attention only
     # ("pallas_cross"), or for self- and cross-attention ("pallas"). GPU only; elsewhere
     # the XLA path runs. Off by default until measured (benchmarks/NOTES.md).
@@ -102,6 +106,13 @@ class T5Config:
             )
         if self.remat_policy not in ("none", "full"):
             raise ValueError(f"T5Config.remat_policy={self.remat_policy!r}; use none or full")
+        if self.logits_dot not in ("float32", "bfloat16"):
+            raise ValueError(f"T5Config.logits_dot={self.logits_dot!r}; use float32 or bfloat16")
+        if self.logits_dot != "float32" and self.logits_via_embedding:
+            raise ValueError(
+                "T5Config.logits_dot='bfloat16' applies to the separate output layer; with "
+                "logits_via_embedding=True (tied, T5 1.0) leave logits_dot='float32'"
+            )
 
     @property
     def encoder_kv_heads(self) -> int:
@@ -347,7 +358,11 @@ class Decoder(nn.Module):
             logits = self.shared_embedding.attend(y.astype(jnp.float32))
             return logits / jnp.sqrt(y.shape[-1]).astype(jnp.float32)
         return layers.Dense(
-            cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32, name="logits_dense"
+            cfg.vocab_size,
+            ("embed", "vocab"),
+            dtype=jnp.float32,
+            operand_dtype=None if cfg.logits_dot == "float32" else jnp.bfloat16,
+            name="logits_dense",
         )(y)
 
 

@@ -15,6 +15,9 @@
 #   KV_GROUPS=8,16 OUT=... bash scripts/gpu_issue16.sh large_all  # ~60 s a G, 5 G: ~5 min
 #   OUT=... bash scripts/gpu_issue16.sh peer            # HF static and dynamic cache
 #   OUT=... bash scripts/gpu_issue16.sh train           # every T5.1.1 size's training MFU
+#   OUT=... bash scripts/gpu_issue16.sh ab              # ~7 min: the XXL peer at batch 32
+#       (the fair setting), then training with the output layer's products in float32 vs
+#       bfloat16 (T5Config.logits_dot), small8 batch 128 and Large batch 64, side by side
 # Several sections can share one call (`... peer large_all`): they run in this file's
 # order into one work folder, $OUT/<s1>-<s2>.tar.xz, and BUDGET (seconds, default 580) caps the
 # call: each part's time limit is cut to what is left of it, so the call ends inside the
@@ -24,8 +27,8 @@
 set -u
 sections=("${@:-kernel}")
 for s in "${sections[@]}"; do
-  case $s in kernel|xxl8|xxl_all|large_all|peer|train) ;;
-    *) echo "gpu_issue16.sh: unknown section '$s'; use kernel, xxl8, xxl_all, large_all, peer or train" >&2; exit 2;;
+  case $s in kernel|xxl8|xxl_all|large_all|peer|train|ab) ;;
+    *) echo "gpu_issue16.sh: unknown section '$s'; use kernel, xxl8, xxl_all, large_all, peer, train or ab" >&2; exit 2;;
   esac
 done
 section=$(IFS=-; echo "${sections[*]}")
@@ -102,6 +105,15 @@ if has train; then
       --attention_impl auto --out "$W/train_$m.json"
   done
 fi
+if has ab; then
+  stamp ab
+  run 200 python3 scripts/benchmark_hf_peer.py --model xxl --batch 32 --cache static,dynamic \
+    --out "$W/hf_peer_b32.json"
+  run 120 python3 scripts/benchmark_train.py --model small8 --batch 128 --steps 8 --repeats 3 \
+    --attention_impl auto --logits_dot float32,bfloat16 --out "$W/train_ab_small8.json"
+  run 220 python3 scripts/benchmark_train.py --model large --batch 64 --steps 8 --repeats 3 \
+    --attention_impl auto --logits_dot float32,bfloat16 --out "$W/train_ab_large.json"
+fi
 stamp summary
 python3 - "$W" <<'PY'
 import glob, json, sys
@@ -134,9 +146,12 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
             kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
             print(f"profile {kern:17} {name:22} {v['count']:6} kernels "
                   f"{v['total_us'] / r['output_len'] / 1e3:6.3f} ms/step")
+for p in glob.glob(f"{out}/hf_peer*.json"):
+    for r in json.load(open(p)):
+        print(f"peer {r['model']} B={r['batch']} {r['cache']} {r.get('s_per_sample', 0):.3f} s/sample {r.get('error', '')[:100]}")
 for p in glob.glob(f"{out}/train_*.json"):
     for r in json.load(open(p)).get("runs", []):
-        print(f"train {r.get('model')} B={r.get('batch')} MFU {100 * (r.get('mfu_vs_datasheet') or 0):.1f}% "
+        print(f"train {r.get('model')} B={r.get('batch')} {r.get('logits_dot', '')} MFU {100 * (r.get('mfu_vs_datasheet') or 0):.1f}% "
               f"{r.get('tokens_per_s', 0):.0f} tok/s {r.get('error', '')[:100]}")
 PY
 pack && echo "wrote $OUT/$section.tar.xz"

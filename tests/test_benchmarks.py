@@ -34,3 +34,28 @@ def test_ceilings_count_bytes_read_and_written():
     assert c["copy_bytes"] == 2 * (1 << 20)  # 1 MiB read + 1 MiB written
     assert c["copy_GBps"] > 0 and c["read_GBps"] > 0 and c["bf16_matmul_TFLOPs"] > 0
     assert c["floor_GBps"] == max(c["copy_GBps"], 4300.0)
+
+
+def test_train_benchmark_records_each_logits_dot_and_the_median_of_its_loops(tmp_path):
+    """The harness on CPU at the smoke size (timings here mean nothing; the records do)."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from scripts import benchmark_train as bt
+
+    out = tmp_path / "train.json"
+    args = ["--model", "smoke", "--batch", "2", "--input_len", "16", "--target_len", "8"]
+    args += ["--steps", "1", "--repeats", "3", "--attention_impl", "xla", "--out", str(out)]
+    bt.main([*args, "--logits_dot", "float32,bfloat16"])
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["logits_dot"] for r in runs] == ["float32", "bfloat16"]
+    for r in runs:
+        assert "error" not in r, r
+        assert len(r["step_s_loops"]) == 3 and r["step_s"] == np.median(r["step_s_loops"])
+        assert np.isfinite(r["loss"])
+    # Same weights and batch: the bfloat16 products move the loss by rounding only.
+    assert abs(runs[0]["loss"] - runs[1]["loss"]) < 1e-2 * abs(runs[0]["loss"])
+    with pytest.raises(SystemExit):
+        bt.main([*args, "--logits_dot", "float16"])
