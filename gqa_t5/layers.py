@@ -91,7 +91,8 @@ def narrow_dot(x: jax.Array, kernel: jax.Array, operand_dtype: Any, out_dtype: A
     returned in `out_dtype` (float32). The backward pass casts the incoming gradient to
     `operand_dtype` too, so all three products run on the narrow matrix units (left to
     autodiff, the two backward products would mix a float32 gradient with a bfloat16
-    operand and run in float32). Gradients come back in each input's own dtype."""
+    operand and run in float32). Gradients come back in each input's own dtype. Reverse
+    mode only (a custom VJP): `jax.jvp` through it raises."""
     return _narrow_dot_fn(jnp.dtype(operand_dtype), jnp.dtype(out_dtype))(x, kernel)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gqa_t5 import optim  # noqa: E402
 from gqa_t5.models import EncoderDecoderModel  # noqa: E402
-from gqa_t5.network import T5Config  # noqa: E402
+from gqa_t5.network import ATTENTION_IMPLS, T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
 from gqa_t5.timing import random_params  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
@@ -175,14 +175,25 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     if args.steps < 1 or args.repeats < 1:
         ap.error("--steps and --repeats must be >= 1")
-    bad = set(args.logits_dot.split(",")) - {"float32", "bfloat16"}
-    if bad:
-        ap.error(f"--logits_dot {sorted(bad)} unknown; use float32 and/or bfloat16")
+    for flag, given, allowed in (
+        ("--logits_dot", args.logits_dot, ("float32", "bfloat16")),
+        ("--attention_impl", args.attention_impl, ATTENTION_IMPLS),
+        ("--remat", args.remat, ("none", "full")),
+    ):
+        bad = sorted(set(given.split(",")) - set(allowed))
+        if bad:
+            ap.error(f"{flag} {bad} unknown; use a comma list of {', '.join(allowed)}")
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        ap.error(f"--batch {args.batch!r}: give a comma list of positive integers, e.g. 64,128")
     grid = [
         (impl, remat, B, ld)
         for impl in args.attention_impl.split(",")
         for remat in args.remat.split(",")
-        for B in (int(b) for b in args.batch.split(","))
+        for B in batches
         for ld in args.logits_dot.split(",")
     ]
     for impl, remat, B, ld in grid:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 16 on one H200, one section per device call (each under 10 minutes; times as
-# measured 2026-12-02, session 5). Every part writes its JSON into a work folder; the
+# Issue 16 on one H200, one or more sections per device call (each call under 10 minutes;
+# times as measured 2026-12-02, sessions 5-6). Every part writes its JSON into a work folder; the
 # folder comes back as ONE file, $OUT/<section>.tar.xz (a call returns at most 8 files);
 # the tarball is rewritten after every part, so a call cut short still brings back the parts
 # that finished; a failing or timed-out part (its exit status is printed) does not stop the
@@ -21,7 +21,9 @@
 # Several sections can share one call (`... peer large_all`): they run in this file's
 # order into one work folder, $OUT/<s1>-<s2>.tar.xz, and BUDGET (seconds, default 580) caps the
 # call: each part's time limit is cut to what is left of it, so the call ends inside the
-# device tool's 10 minutes with every finished part packed.
+# device tool's 10 minutes with every finished part packed. BUDGET counts from this
+# script's start: take off what the device command spends before it (the wheel install,
+# ~10 s).
 # KERNEL=xla|pallas_cross|pallas picks the decode kernel of the *_all sections (default
 # pallas); BEST='{"block_k": ..}' passes launch parameters (a kernel call's best.json).
 set -u
@@ -32,10 +34,13 @@ for s in "${sections[@]}"; do
   esac
 done
 section=$(IFS=-; echo "${sections[*]}")
+BUDGET=${BUDGET:-580}
+if ! [[ $BUDGET =~ ^[1-9][0-9]*$ ]] || (( BUDGET < 60 )); then
+  echo "gpu_issue16.sh: BUDGET='$BUDGET' must be whole seconds >= 60 (e.g. BUDGET=580)" >&2; exit 2
+fi
 has() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 OUT=${OUT:-benchmarks/raw/issue16}; mkdir -p "$OUT"
 W=/tmp/issue16_$section; rm -rf "$W"; mkdir -p "$W"
-BUDGET=${BUDGET:-580}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 NCCL_NVLS_ENABLE=0
 pack() { tar -C "$W" -cJf "$OUT/$section.tar.xz.tmp" . && mv "$OUT/$section.tar.xz.tmp" "$OUT/$section.tar.xz"; }
 run() {

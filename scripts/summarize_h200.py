@@ -152,6 +152,9 @@ def _training() -> list[dict]:
     for m in ("small", "small8", "base", "large"):
         path = RAW6 / "train" / f"train_{m}.json"
         for r in json.loads(path.read_text())["runs"]:
+            if "error" in r:  # an OOM or a failed compile: kept as what it said
+                rows.append({k: r.get(k) for k in ("model", "batch", "error")})
+                continue
             target = MFU_TARGET.get((m, r["batch"]), MFU_TARGET.get((m, None)))
             rows.append(
                 {
@@ -304,6 +307,9 @@ def markdown(s: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in s["training"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['error'][:60]} | | | | |")
+            continue
         t = r["mfu_target"]
         t = "" if t is None else f">= {t:.0%}: {'met' if r['mfu_vs_datasheet'] >= t else 'missed'}"
         lines.append(
