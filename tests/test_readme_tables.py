@@ -57,25 +57,45 @@ def test_missing_source_json_and_missing_block_are_one_line_errors(tmp_path, cap
 def test_h200_decode_summary_is_the_raw_json_and_its_accounting_holds():
     """Every H200 row is the raw run it names; "of the floor" recomputed from its bytes and
     time (bytes / step time / 4.3 TB/s) agrees and stays below 100%; "met" follows the
-    targets; the committed summary is what the script makes now."""
+    targets; peer ratios and training MFU recomputed from their raw records; the committed
+    summary is what the script makes now."""
     import json
 
+    from gqa_t5.network import T5Config
     from scripts import summarize_h200
+    from scripts.benchmark_decode import SIZES
+    from scripts.benchmark_train import train_flops_per_step
 
     s = summarize_h200.summary()
     assert s == json.loads((ROOT / "benchmarks" / "decode_h200.json").read_text())
     for r in s["decode"] + s["variants"]:
         raw = [
             x
-            for x in json.loads((summarize_h200.RAW / r["source"]).read_text())["runs"]
+            for x in json.loads((ROOT / r["source"]).read_text())["runs"]
             if x["num_kv_heads"] == r["G"] and x["model"] == r["model"]
         ][0]
         step_s = raw["decode_s"] / raw["output_len"]
         floor = raw["floor_bytes_per_step"]["total"] / step_s / 4.3e12
         assert abs(floor - r["fraction_of_floor"]) < 2e-3 and floor < 1.0
         assert abs(raw["ms_per_step"] - r["ms_per_step"]) < 1e-3
+    assert {v["case"] for r in s["peer"] for v in r["vs"]} == {"MHA-XXL", "GQA-8-XXL", "MHA-Large"}
+    for r in s["peer"]:
+        for v in r["vs"]:
+            ours = json.loads((ROOT / v["source"]).read_text())["runs"]
+            ours = [x for x in ours if x["model"] == r["model"]]
+            assert any(abs(x["s_per_sample"] - v["s_per_sample"]) < 1e-4 for x in ours)
+            assert abs(r["s_per_sample"] / v["s_per_sample"] - v["speedup"]) < 0.01
+    for r in s["training"]:
+        raw = [
+            x
+            for x in json.loads((ROOT / r["source"]).read_text())["runs"]
+            if x["batch"] == r["batch"]
+        ][0]
+        cfg = T5Config(**SIZES[r["model"]], num_kv_heads=raw["num_kv_heads"])
+        flops = train_flops_per_step(cfg, raw["batch"], raw["input_len"], raw["target_len"])
+        assert abs(flops / raw["step_s"] / 989e12 - r["mfu_vs_datasheet"]) < 1e-3
     md = summarize_h200.markdown(s)
     gqa8 = next(line for line in md.splitlines() if line.startswith("| GQA-8-XXL | 0."))
-    assert gqa8.endswith("| no |")  # 0.114 s/sample against <= 0.090
+    assert gqa8.endswith("| no | 5 |")  # 0.114 s/sample against <= 0.090
     met = dict(s["decode"][0], fraction_of_floor=0.9)
-    assert summarize_h200.markdown(dict(s, decode=[met])).splitlines()[2].endswith("| yes |")
+    assert summarize_h200.markdown(dict(s, decode=[met])).splitlines()[2].endswith("| yes | 5 |")
