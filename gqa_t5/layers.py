@@ -80,7 +80,7 @@ class Dense(nn.Module):
         )
         x = x.reshape(*x.shape[: -self.in_axes], -1)
         if self.operand_dtype is not None:
-            y = narrow_dot(x, kernel, jnp.dtype(self.operand_dtype), jnp.dtype(self.dtype))
+            y = narrow_dot(x, kernel, self.operand_dtype, self.dtype)
         else:
             y = dense_dot(x, kernel, self.dtype)
         return y.reshape(*y.shape[:-1], *feats)

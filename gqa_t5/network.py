@@ -21,6 +21,8 @@ from gqa_t5 import layers
 
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 DECODE_KERNELS = ("xla", "pallas_cross", "pallas")
+REMAT_POLICIES = ("none", "full")
+LOGITS_DOTS = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +106,9 @@ class T5Config:
             raise ValueError(
                 f"T5Config.decode_kernel={self.decode_kernel!r}; use one of {DECODE_KERNELS}"
             )
-        if self.remat_policy not in ("none", "full"):
+        if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"T5Config.remat_policy={self.remat_policy!r}; use none or full")
-        if self.logits_dot not in ("float32", "bfloat16"):
+        if self.logits_dot not in LOGITS_DOTS:
             raise ValueError(f"T5Config.logits_dot={self.logits_dot!r}; use float32 or bfloat16")
         if self.logits_dot != "float32" and self.logits_via_embedding:
             raise ValueError(

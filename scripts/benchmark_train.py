@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from gqa_t5 import optim  # noqa: E402
 from gqa_t5.models import EncoderDecoderModel  # noqa: E402
-from gqa_t5.network import ATTENTION_IMPLS, T5Config  # noqa: E402
+from gqa_t5.network import ATTENTION_IMPLS, LOGITS_DOTS, REMAT_POLICIES, T5Config  # noqa: E402
 from gqa_t5.partitioning import Partitioner  # noqa: E402
 from gqa_t5.timing import random_params  # noqa: E402
 from gqa_t5.trainer import Trainer  # noqa: E402
@@ -176,9 +176,9 @@ def main(argv=None):
     if args.steps < 1 or args.repeats < 1:
         ap.error("--steps and --repeats must be >= 1")
     for flag, given, allowed in (
-        ("--logits_dot", args.logits_dot, ("float32", "bfloat16")),
+        ("--logits_dot", args.logits_dot, LOGITS_DOTS),
         ("--attention_impl", args.attention_impl, ATTENTION_IMPLS),
-        ("--remat", args.remat, ("none", "full")),
+        ("--remat", args.remat, REMAT_POLICIES),
     ):
         bad = sorted(set(given.split(",")) - set(allowed))
         if bad:

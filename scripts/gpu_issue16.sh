@@ -123,6 +123,8 @@ stamp summary
 python3 - "$W" <<'PY'
 import glob, json, sys
 out = sys.argv[1]
+def kern(r):  # the decode kernel, and whether the Pallas combine merged its splits
+    return r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
 k = json.load(open(f"{out}/kernel.json")) if glob.glob(f"{out}/kernel.json") else {}
 c = k.get("ceilings", {})
 print(f"ceilings copy {c.get('copy_GBps', 0):.0f} read {c.get('read_GBps', 0):.0f} GB/s, "
@@ -139,8 +141,7 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
             print(f"decode {p.split('/')[-1]:34} ERROR {r['error'][:90]}")
             continue
         chk = r.get("check_rel_err", {})
-        kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
-        print(f"decode {r['model']:5} G={r['num_kv_heads']:<2} {kern:17} "
+        print(f"decode {r['model']:5} G={r['num_kv_heads']:<2} {kern(r):17} "
               f"{r['ms_per_step']:6.2f} ms/step {r['s_per_sample']:.4f} s/sample "
               f"floor {100 * r['fraction_of_floor']:5.1f}% enc/mm {100 * (r.get('encoder_of_matmul') or 0):4.1f}% "
               f"check {chk.get('decode_vs_f32_xla', float('nan')):.1e}/{chk.get('bf16_xla_vs_f32_xla', float('nan')):.1e}")
@@ -148,8 +149,7 @@ for p in sorted(glob.glob(f"{out}/decode_*.json")):
     for r in json.load(open(p)).get("runs", []):
         cats = r.get("profile_fill_and_decode", {}).get("by_category", {})
         for name, v in sorted(cats.items(), key=lambda kv: -kv[1]["total_us"])[:6]:
-            kern = r["decode_kernel"] + ("+comb" if r.get("kernel_tuning", {}).get("combine") == "pallas" else "")
-            print(f"profile {kern:17} {name:22} {v['count']:6} kernels "
+            print(f"profile {kern(r):17} {name:22} {v['count']:6} kernels "
                   f"{v['total_us'] / r['output_len'] / 1e3:6.3f} ms/step")
 for p in glob.glob(f"{out}/hf_peer*.json"):
     for r in json.load(open(p)):

@@ -53,6 +53,11 @@ def _write(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _rel(path: pathlib.Path) -> str:
+    """A raw file's path as the summary names it: relative to the repository."""
+    return str(path.relative_to(ROOT))
+
+
 def _kind(model: str, g: int) -> str:
     name = "MHA" if g == HEADS[model] else "MQA" if g == 1 else f"GQA-{g}"
     return f"{name}-{model.upper() if model == 'xxl' else model.title()}"
@@ -64,6 +69,7 @@ def _row(r: dict, source: str) -> dict:
         "case": _kind(model, g),
         "model": model,
         "G": g,
+        "batch": r["batch"],
         "decode_kernel": r["decode_kernel"],
         "kernel_tuning": r.get("kernel_tuning"),
         "xla_flags": r.get("xla_flags", ""),
@@ -105,7 +111,7 @@ def _profile(name: str, raw: pathlib.Path = RAW) -> dict:
             k: round(v["total_us"] / steps / 1e3, 3)
             for k, v in sorted(p["by_category"].items(), key=lambda kv: -kv[1]["total_us"])
         },
-        "source": str((raw / name).relative_to(ROOT)),
+        "source": _rel(raw / name),
     }
 
 
@@ -134,7 +140,7 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
                 row["vs"].append(
                     {
                         "case": o["case"],
-                        "batch": 32,
+                        "batch": o["batch"],
                         "s_per_sample": o["s_per_sample"],
                         "speedup": round(r["s_per_sample"] / o["s_per_sample"], 2),
                         "target": PEER_TARGET
@@ -168,7 +174,7 @@ def _training() -> list[dict]:
                     "mfu_vs_datasheet": round(r["mfu_vs_datasheet"], 3),
                     "mfu_target": target,
                     "peak_GiB": round(r["peak_bytes_in_use"] / 2**30, 1),
-                    "source": str(path.relative_to(ROOT)),
+                    "source": _rel(path),
                 }
             )
     return rows
@@ -176,20 +182,19 @@ def _training() -> list[dict]:
 
 def summary() -> dict:
     sweeps = ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
-    sweep = [_row(r, str((RAW / f).relative_to(ROOT))) for f in sweeps for r in _runs(f)]
+    sweep = [_row(r, _rel(RAW / f)) for f in sweeps for r in _runs(f)]
     done = {(r["model"], r["G"]) for r in sweep}
     # Session 6: Large G = 8 and 16, the kernel's default plan (session 5's were cut).
     more = "large_all-peer/decode_large_all_pallas.json"
     for r in _runs(more, RAW6):
         if (r["model"], r["num_kv_heads"]) not in done:
-            sweep.append(_row(r, str((RAW6 / more).relative_to(ROOT))))
+            sweep.append(_row(r, _rel(RAW6 / more)))
     done = {(r["model"], r["G"]) for r in sweep}
     kernel = json.loads((RAW / "kernel_check.json").read_text())
     kernel6 = json.loads((RAW6 / "kernel" / "kernel.json").read_text())
     checks6 = json.loads((RAW6 / "kernel_checks.json").read_text())
     variants6 = [
-        dict(_row(_runs(f, RAW6)[0], str((RAW6 / f).relative_to(ROOT))), variant=label)
-        for f, label in VARIANTS6
+        dict(_row(_runs(f, RAW6)[0], _rel(RAW6 / f)), variant=label) for f, label in VARIANTS6
     ]
     best = {}  # our fastest run per (model, G): the sweep rows and session 6's GQA-8 pairs
     for r in sweep + variants6:
@@ -221,7 +226,7 @@ def summary() -> dict:
             if (m, g) not in done
         ],
         "variants": [
-            dict(_row(_runs(f)[0], str((RAW / f).relative_to(ROOT))), variant=label)
+            dict(_row(_runs(f)[0], _rel(RAW / f)), variant=label)
             for f, label in VARIANTS
             if (RAW / f).exists()
         ]

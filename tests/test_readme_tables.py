@@ -86,6 +86,8 @@ def test_h200_decode_summary_is_the_raw_json_and_its_accounting_holds():
             assert any(abs(x["s_per_sample"] - v["s_per_sample"]) < 1e-4 for x in ours)
             assert abs(r["s_per_sample"] / v["s_per_sample"] - v["speedup"]) < 0.01
     for r in s["training"]:
+        if "error" in r:  # a failed run has no figures to check
+            continue
         raw = [
             x
             for x in json.loads((ROOT / r["source"]).read_text())["runs"]
