@@ -474,7 +474,8 @@ def run_one(
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "fused_projections": fuse,
         "decode_kernel": decode_kernel,
-        "kernel_tuning": dict(decode_attention.TUNING),
+        "kernel_tuning": dict(decode_attention.TUNING),  # None: by the program's rows
+        "kernel_launch": decode_attention.launch_for(cfg.num_heads, G),
     }
     if check:
         rec["check_rel_err"] = check_against_references(cfg, enc[:2], fuse=fuse)

@@ -1,6 +1,7 @@
 """Issue 16's H200 measurements -> benchmarks/decode_h200.{json,md} and the plot.
 
-python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session{5,6}/, writes benchmarks/
+python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session{5,6,7}/,
+#                                    writes benchmarks/
 
 Every figure is copied from the raw JSON the device calls brought back (one process per
 configuration; `fraction_of_floor` is bytes a step must read over max(measured copy rate,
@@ -9,6 +10,10 @@ in here: issue 16's targets, the workload's one-line description and the variant
 (what each call ran, from its command line: the 1-split files ran the plan of commit
 534a97c, which gave GQA-8-XXL one split; session 6's GQA-8-XXL pair files 1-4 ran the
 launch parameters their runs record, in the order 1 2 (one call) and 3 4 (the next)).
+The decode table is session 7's: every XXL G in one call and every Large G in the next, all
+with the kernel's default launch (32/2/3); the earlier sessions' rows stay beside them as
+"earlier". Also typed: the predictions the logits_dot A/B was measured against (NOTES.md
+entry 17).
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RAW = ROOT / "benchmarks" / "raw" / "issue16_session5"
 RAW6 = ROOT / "benchmarks" / "raw" / "issue16_session6"
+RAW7 = ROOT / "benchmarks" / "raw" / "issue16_session7"
 HEADS = {"xxl": 64, "large": 16}
 FLOOR_TARGET = {"xxl": 0.85, "large": 0.60}  # issue 16: every XXL G / every Large G
 S_PER_SAMPLE_TARGET = {("xxl", 8): 0.090}
 PEER_TARGET = 11.0  # GQA-8-XXL >= 11x the HF static-cache peer, per sample
 MFU_TARGET = {("large", 64): 0.50, ("small8", None): 0.40}  # None: any batch
+ENCODER_TARGET = 0.80  # the encoder at 2048 tokens >= 80% of the measured matmul rate
+# logits_dot='bfloat16' against 'float32', change in time a step (NOTES.md entry 17).
+AB_PREDICTION = {"small8": (-0.05, -0.04), "large": (-0.02, -0.01)}
 # GQA-8-XXL and MQA-Large, one decode kernel setting per process (same session, same card).
 VARIANTS = [
     ("decode_xxl_g8_xla.json", "XLA attention"),
@@ -46,6 +55,17 @@ VARIANTS6 = [
     ("kernel/decode_large_g1_pallas_combine.json", "Pallas both, launch 32/2/3, Pallas combine"),
 ]
 
+# Session 7, one call, in this order: launch parameters at MQA-XXL (64 query rows a program)
+# and GQA-4-Large (16 rows), each run with --kernel_params as labelled ('{}': the default
+# then, 32/2/3 for every row count).
+VARIANTS7 = [
+    ("launch/launch_xxl_g1_default.json", "Pallas both, launch 32/2/3"),
+    ("launch/launch_xxl_g1_64_4_2.json", "Pallas both, launch 64/4/2"),
+    ("launch/launch_xxl_g1_32_4_3.json", "Pallas both, launch 32/4/3"),
+    ("launch/launch_large_g4_64_4_2.json", "Pallas both, launch 64/4/2"),
+    ("launch/launch_large_g4_default.json", "Pallas both, launch 32/2/3"),
+]
+
 
 def _write(path: pathlib.Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -63,6 +83,17 @@ def _kind(model: str, g: int) -> str:
     return f"{name}-{model.upper() if model == 'xxl' else model.title()}"
 
 
+def _launch_is_default(r: dict) -> bool | None:
+    """Whether a Pallas run's launch (block_k, warps, stages) is what the kernel picks now
+    for its shape; None for XLA attention."""
+    from gqa_t5.kernels.decode_attention import launch_for
+
+    if r["decode_kernel"] == "xla":
+        return None
+    ran = r.get("kernel_launch") or {k: r["kernel_tuning"][k] for k in launch_for(1, 1)}
+    return ran == launch_for(r["num_heads"], r["num_kv_heads"])
+
+
 def _row(r: dict, source: str) -> dict:
     model, g = r["model"], r["num_kv_heads"]
     return {
@@ -72,6 +103,7 @@ def _row(r: dict, source: str) -> dict:
         "batch": r["batch"],
         "decode_kernel": r["decode_kernel"],
         "kernel_tuning": r.get("kernel_tuning"),
+        "launch_is_default_now": _launch_is_default(r),
         "xla_flags": r.get("xla_flags", ""),
         "s_per_sample": round(r["s_per_sample"], 4),
         "ms_per_step": round(r["ms_per_step"], 3),
@@ -119,7 +151,8 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
     """HF transformers rows, each against our run of the same model (MHA: the same
     network) and, for XXL, GQA-8-XXL (the issue's target); per-sample times."""
     rows = []
-    for r in json.loads((RAW6 / "large_all-peer" / "hf_peer.json").read_text()):
+    peers = [RAW6 / "large_all-peer" / "hf_peer.json", RAW7 / "ab" / "hf_peer_b32.json"]
+    for r in (r for p in peers for r in json.loads(p.read_text())):
         if "error" in r:
             rows.append({k: r[k] for k in ("model", "batch", "cache", "error")})
             continue
@@ -143,7 +176,7 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
                         "batch": o["batch"],
                         "s_per_sample": o["s_per_sample"],
                         "speedup": round(r["s_per_sample"] / o["s_per_sample"], 2),
-                        "target": PEER_TARGET
+                        "target": PEER_TARGET  # at the issue's batch 8 and the fair 32
                         if (r["model"], g, r["cache"]) == ("xxl", 8, "static")
                         else None,
                         "source": o["source"],
@@ -180,45 +213,121 @@ def _training() -> list[dict]:
     return rows
 
 
+def _ab() -> list[dict]:
+    """Session 7: the output layer's products in float32 (t5x's) against bfloat16
+    (T5Config.logits_dot), the two settings in one process each, one after the other in one
+    call; step_s is the median of three 8-step loops, all three kept."""
+    rows = []
+    for m in ("small8", "large"):
+        path = RAW7 / "ab" / f"train_ab_{m}.json"
+        runs = {r["logits_dot"]: r for r in json.loads(path.read_text())["runs"]}
+        f32, b16 = runs["float32"], runs["bfloat16"]
+        lo, hi = AB_PREDICTION[m]
+        change = b16["step_s"] / f32["step_s"] - 1
+        rows.append(
+            {
+                "model": m,
+                "batch": f32["batch"],
+                "step_s_float32": round(f32["step_s"], 4),
+                "step_s_bfloat16": round(b16["step_s"], 4),
+                "loops_float32": [round(x, 4) for x in f32["step_s_loops"]],
+                "loops_bfloat16": [round(x, 4) for x in b16["step_s_loops"]],
+                # every bfloat16 loop faster than every float32 loop
+                "loops_separate": max(b16["step_s_loops"]) < min(f32["step_s_loops"]),
+                "change": round(change, 4),
+                "predicted": [lo, hi],
+                "within_prediction": lo <= round(change, 4) <= hi,
+                "mfu_float32": round(f32["mfu_vs_datasheet"], 3),
+                "mfu_bfloat16": round(b16["mfu_vs_datasheet"], 3),
+                "loss_float32": round(f32["loss"], 5),
+                "loss_bfloat16": round(b16["loss"], 5),
+                "source": _rel(path),
+            }
+        )
+    return rows
+
+
+def _encoder(ceilings: dict[str, float]) -> dict:
+    """The XXL encoder (batch 32 x 2048 tokens) against the bf16 matmul ceiling: measured in
+    the same call (session 7's own-ceilings run), and the spread of every session-7 XXL run's
+    encoder rate over the three calls' ceilings."""
+    path = RAW7 / "decode_xxl_g8_ownceil.json"
+    own = json.loads(path.read_text())
+    r = own["runs"][0]
+    rates = [
+        x["encoder_TFLOPs"]
+        for f in ("xxl_all/decode_xxl_all_pallas.json", "decode_xxl_g8_ownceil.json")
+        for x in _runs(f, RAW7)
+    ]
+    lo = min(rates) / max(ceilings.values())
+    hi = max(rates) / min(ceilings.values())
+    return {
+        "same_call": {
+            "case": _kind(r["model"], r["num_kv_heads"]),
+            "encoder_TFLOPs": round(r["encoder_TFLOPs"], 1),
+            "matmul_ceiling_TFLOPs": round(own["ceilings"]["bf16_matmul_TFLOPs"], 1),
+            "of_ceiling": round(r["encoder_TFLOPs"] / own["ceilings"]["bf16_matmul_TFLOPs"], 3),
+            "source": _rel(path),
+        },
+        "session7_encoder_TFLOPs": [round(min(rates), 1), round(max(rates), 1)],
+        "ceilings_by_session": {k: round(v, 1) for k, v in ceilings.items()},
+        "of_ceiling_range": [round(lo, 3), round(hi, 3)],
+        "target": ENCODER_TARGET,
+    }
+
+
 def summary() -> dict:
+    # Session 7: every G of each model in one call, the kernel's default launch (32/2/3).
+    sweeps7 = ("xxl_all/decode_xxl_all_pallas.json", "large_all/decode_large_all_pallas.json")
+    sweep = [_row(r, _rel(RAW7 / f)) for f in sweeps7 for r in _runs(f, RAW7)]
+    done = {(r["model"], r["G"]) for r in sweep}
+    # Sessions 5 and 6: the same sweep under the earlier launch default (64/4/2).
     sweeps = ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
-    sweep = [_row(r, _rel(RAW / f)) for f in sweeps for r in _runs(f)]
-    done = {(r["model"], r["G"]) for r in sweep}
-    # Session 6: Large G = 8 and 16, the kernel's default plan (session 5's were cut).
-    more = "large_all-peer/decode_large_all_pallas.json"
-    for r in _runs(more, RAW6):
-        if (r["model"], r["num_kv_heads"]) not in done:
-            sweep.append(_row(r, _rel(RAW6 / more)))
-    done = {(r["model"], r["G"]) for r in sweep}
+    earlier = [_row(r, _rel(RAW / f)) for f in sweeps for r in _runs(f)]
+    more = "large_all-peer/decode_large_all_pallas.json"  # Large G = 8, 16 (session 5's cut)
+    have = {(r["model"], r["G"]) for r in earlier}
+    earlier += [
+        _row(r, _rel(RAW6 / more))
+        for r in _runs(more, RAW6)
+        if (r["model"], r["num_kv_heads"]) not in have
+    ]
     kernel = json.loads((RAW / "kernel_check.json").read_text())
     kernel6 = json.loads((RAW6 / "kernel" / "kernel.json").read_text())
     checks6 = json.loads((RAW6 / "kernel_checks.json").read_text())
+    own = json.loads((RAW7 / "decode_xxl_g8_ownceil.json").read_text())
     variants6 = [
         dict(_row(_runs(f, RAW6)[0], _rel(RAW6 / f)), variant=label) for f, label in VARIANTS6
     ]
-    best = {}  # our fastest run per (model, G): the sweep rows and session 6's GQA-8 pairs
-    for r in sweep + variants6:
-        k = (r["model"], r["G"])
-        if k not in best or r["s_per_sample"] < best[k]["s_per_sample"]:
-            best[k] = r
-    first = json.loads((RAW / sweeps[0]).read_text())
-    jax_version = (RAW / "jax.txt").read_text().strip()
+    variants7 = [
+        dict(_row(_runs(f, RAW7)[0], _rel(RAW7 / f)), variant=label) for f, label in VARIANTS7
+    ]
+    ours = {(r["model"], r["G"]): r for r in sweep}  # the peer's comparison: session 7's sweep
+    first = json.loads((RAW7 / sweeps7[0]).read_text())
+    jax_version = (RAW7 / "xxl_all" / "jax.txt").read_text().strip()
+    ceilings = {
+        "session5": kernel["ceilings"]["bf16_matmul_TFLOPs"],
+        "session6": kernel6["ceilings"]["bf16_matmul_TFLOPs"],
+        "session7": own["ceilings"]["bf16_matmul_TFLOPs"],
+    }
     return {
         "machine": f"one {first['runs'][0]['device']} (nvidia-h200), jax {jax_version}",
         "date": first["date"],
         "commit": (RAW / "commit.txt").read_text().strip(),
         "commit_session6": (RAW6 / "kernel" / "commit.txt").read_text().strip(),
+        "commit_session7": (RAW7 / "xxl_all" / "commit.txt").read_text().strip(),
         "workload": "random bf16 weights, greedy, batch 32, input 2048, output 512, fixed length",
         "floor": "bytes a step must read (decoder weights, cross K/V, self K/V on average) "
         "over max(measured copy, 4.3 TB/s) = 4.3 TB/s",
         "ceilings": kernel.get("ceilings"),
         "ceilings_session6": kernel6.get("ceilings"),
+        "ceilings_session7": own["ceilings"],
         "kernel_check": kernel.get("check"),
         "kernel_check_session6": checks6["check"],
         "kernel_speed": kernel.get("speed"),
         "kernel_speed_session6": kernel6.get("speed"),
         "kernel_sweep_session6": kernel6.get("sweep"),
         "decode": sweep,
+        "decode_earlier": earlier,
         "not_measured": [
             _kind(m, g)
             for m, gs in (("xxl", (1, 2, 4, 8, 16, 32, 64)), ("large", (1, 2, 4, 8, 16)))
@@ -230,9 +339,12 @@ def summary() -> dict:
             for f, label in VARIANTS
             if (RAW / f).exists()
         ]
-        + variants6,
-        "peer": _peer(best),
+        + variants6
+        + variants7,
+        "encoder": _encoder(ceilings),
+        "peer": _peer(ours),
         "training": _training(),
+        "logits_dot_ab": _ab(),
         "profiles": [
             _profile(f)
             for f in (
@@ -244,7 +356,7 @@ def summary() -> dict:
 
 
 def _session(r: dict) -> str:
-    return "6" if "issue16_session6" in r["source"] else "5"
+    return r["source"].split("issue16_session")[1][0]
 
 
 def _pct(x: float | None) -> str:
@@ -253,22 +365,48 @@ def _pct(x: float | None) -> str:
 
 def markdown(s: dict) -> str:
     lines = [
-        "| case | s / sample | ms / step | GB / step | of the floor | target | met | session |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | s / sample | ms / step | GB / step | of the floor | target | met | session "
+        "| earlier ms / step (session) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    before = {(r["model"], r["G"]): r for r in s.get("decode_earlier", [])}
     for r in s["decode"]:
+        e = before.get((r["model"], r["G"]))
+        e = "" if e is None else f"{e['ms_per_step']:.2f} ({_session(e)})"
         t = [f">= {r['floor_target']:.0%} of floor"]
         ok = r["fraction_of_floor"] >= r["floor_target"]
         if r["s_per_sample_target"]:
             t.append(f"<= {r['s_per_sample_target']:.3f} s")
             ok = ok and r["s_per_sample"] <= r["s_per_sample_target"]
+        star = "*" if r["launch_is_default_now"] is False else ""
         lines.append(
-            f"| {r['case']} | {r['s_per_sample']:.4f} | {r['ms_per_step']:.2f} "
+            f"| {r['case']}{star} | {r['s_per_sample']:.4f} | {r['ms_per_step']:.2f} "
             f"| {r['bytes_per_step_GB']:.2f} | {r['fraction_of_floor']:.1%} | {', '.join(t)} "
-            f"| {'yes' if ok else 'no'} | {_session(r)} |"
+            f"| {'yes' if ok else 'no'} | {_session(r)} | {e} |"
         )
     for case in s["not_measured"]:
-        lines.append(f"| {case} | not measured | | | | | | |")
+        lines.append(f"| {case} | not measured | | | | | | | |")
+    if any(r["launch_is_default_now"] is False for r in s["decode"]):
+        lines += [
+            "",
+            "\\* ran with a launch (keys a block, warps, stages) the kernel no longer picks for "
+            "its shape; the launch rows below time both.",
+        ]
+    enc = s["encoder"]
+    c, (lo, hi) = enc["same_call"], enc["of_ceiling_range"]
+    r_lo, r_hi = enc["session7_encoder_TFLOPs"]
+    ceil = ", ".join(f"{v:.0f}" for v in enc["ceilings_by_session"].values())
+    lines += [
+        "",
+        "| encoder (batch 32 x 2048 tokens) | TFLOP/s | bf16 matmul ceiling, TFLOP/s "
+        "| of the ceiling | target |",
+        "|---|---|---|---|---|",
+        f"| {c['case']}, ceiling measured in the same call | {c['encoder_TFLOPs']:.0f} "
+        f"| {c['matmul_ceiling_TFLOPs']:.0f} | {c['of_ceiling']:.1%} "
+        f"| >= {enc['target']:.0%}: {'met' if c['of_ceiling'] >= enc['target'] else 'missed'} |",
+        f"| every session-7 XXL run against each session's ceiling | {r_lo:.0f}-{r_hi:.0f} "
+        f"| {ceil} | {lo:.1%}-{hi:.1%} | |",
+    ]
     lines += [
         "",
         "| case | decode attention | ms / step | s / sample | of the floor | decode vs float32 "
@@ -320,6 +458,23 @@ def markdown(s: dict) -> str:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['step_s']:.4f} | {r['tokens_per_s']:,} "
             f"| {r['model_TFLOPs']:.0f} | {r['mfu_vs_datasheet']:.1%} | {t} |"
+        )
+    lines += [
+        "",
+        "| logits_dot A/B | batch | float32 s / step (3 loops) | bfloat16 s / step (3 loops) "
+        "| change | predicted | MFU float32 / bfloat16 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in s.get("logits_dot_ab", []):
+        lo, hi = r["predicted"]
+        loops = [
+            ", ".join(f"{x * 1e3:.1f}" for x in r[k]) for k in ("loops_float32", "loops_bfloat16")
+        ]
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['step_s_float32'] * 1e3:.1f} ms ({loops[0]}) "
+            f"| {r['step_s_bfloat16'] * 1e3:.1f} ms ({loops[1]}) | {r['change']:+.1%} "
+            f"| {lo:+.0%} to {hi:+.0%}: {'within' if r['within_prediction'] else 'outside'} "
+            f"| {r['mfu_float32']:.1%} / {r['mfu_bfloat16']:.1%} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -112,6 +112,22 @@ def test_split_plan_at_the_benchmark_shapes():
     assert da._plan(32, 64, 2048, 16, False)[1] == 1  # MHA-XXL: 2048 programs, no combine
 
 
+def test_launch_by_rows_and_overrides(tuning):
+    """The measured defaults (NOTES.md, entries 17-18): 64 / 4 / 2 for programs of 64 rows
+    (MQA-XXL), 32 / 2 / 3 below; a parameter set by hand wins at every row count."""
+    wide, narrow = (
+        dict(block_k=64, num_warps=4, num_stages=2),
+        dict(block_k=32, num_warps=2, num_stages=3),
+    )
+    assert da.launch_for(64, 1) == wide  # MQA-XXL: 64 query rows a program
+    assert da.launch_for(64, 2) == da.launch_for(64, 8) == da.launch_for(16, 1) == narrow
+    assert da.launch_for(16, 16) == narrow  # one query head, padded to 16 rows
+    assert da._plan(32, 1, 2048, 64, False)[0] == 64 and da._plan(32, 8, 2048, 16, False)[0] == 32
+    tuning(num_warps=8)
+    assert da.launch_for(64, 1) == dict(wide, num_warps=8)
+    assert da.launch_for(64, 8) == dict(narrow, num_warps=8)
+
+
 def test_self_attention_kernel_with_bias_row_and_causal_mask(tuning):
     """T5's decode step: relative position bias row, keys up to the step's position."""
     tuning(block_k=8, num_splits=None)

@@ -37,20 +37,41 @@ OFF_GPU = "xla"
 # "reverse" to catch that (on the GPU programs run concurrently and it would be a race).
 GROUP_ORDER = "forward"
 # Launch parameters for the GPU kernel; `set_tuning` changes them (the benchmark's
-# --kernel_params). num_splits None: chosen by `_plan`. The defaults are the best of the
-# launch sweep at GQA-8-XXL's cross-attention shape on the H200 (benchmarks/NOTES.md,
-# entry 17): 51.0 us a call against 62.1 us for the earlier 64 / 4 / 2, and 4.46-4.48
-# against 4.62 ms per GQA-8-XXL decode step, twice, side by side; MQA-Large unchanged.
+# --kernel_params). num_splits None: chosen by `_plan`; block_k, num_warps, num_stages None:
+# by the rows a program holds (`launch`, from LAUNCH_BY_ROWS).
 # combine: how split partials are merged, "xla" (a few small XLA fusions) or "pallas" (one
 # small kernel that also writes the rows in place; measured slower on the H200: MQA-Large
 # 1.44 against 1.31 ms/step, entry 17).
 TUNING: dict[str, Any] = {
-    "block_k": 32,
+    "block_k": None,
     "num_splits": None,
-    "num_warps": 2,
-    "num_stages": 3,
+    "num_warps": None,
+    "num_stages": None,
     "combine": "xla",
 }
+# (fewest query rows a program holds, launch): the first entry whose row count the
+# program reaches. Measured on the H200 (benchmarks/NOTES.md, entries 17-18): 32 keys a
+# block, 2 warps, 3 stages is the launch sweep's best at GQA-8-XXL's shape (16 rows;
+# 51.0 against 62.1 us a call for 64 / 4 / 2, and 4.46-4.48 against 4.62 ms a decode step,
+# twice, side by side) and held for 32 rows (GQA-2-XXL 3.84 ms against 3.90); with 64 rows
+# (MQA-XXL) it is slower: 4.12 ms a step against 3.90 for 64 / 4 / 2 (4.03 for 32 / 4 / 3),
+# side by side in one call.
+LAUNCH_BY_ROWS: tuple[tuple[int, dict[str, int]], ...] = (
+    (64, {"block_k": 64, "num_warps": 4, "num_stages": 2}),
+    (0, {"block_k": 32, "num_warps": 2, "num_stages": 3}),
+)
+
+
+def launch(rows: int) -> dict[str, int]:
+    """block_k, num_warps and num_stages for a program of `rows` query rows (the group
+    padded to a power of two >= 16): TUNING's where set, else LAUNCH_BY_ROWS's."""
+    default = next(v for least, v in LAUNCH_BY_ROWS if rows >= least)
+    return {k: TUNING[k] if TUNING[k] is not None else v for k, v in default.items()}
+
+
+def launch_for(num_heads: int, num_kv_heads: int) -> dict[str, int]:
+    """The launch a model's decode attention gets (its program's rows from N and K)."""
+    return launch(_pow2_at_least(num_heads // num_kv_heads, 16))
 
 
 def set_tuning(**params: Any) -> None:
@@ -207,7 +228,7 @@ def _plan(B: int, K: int, S: int, Gp: int, interpret: bool) -> tuple[int, int]:
     split for GQA-8-XXL's 256 programs made the kernel 58 us a call against 44 us with
     four splits and their combine step, so one split is not forced sooner.
     """
-    block_k = TUNING["block_k"]
+    block_k = launch(Gp)["block_k"]
     while S % block_k and block_k > (1 if interpret else 16):
         block_k //= 2
     if S % block_k:
@@ -307,7 +328,7 @@ def _pallas(q_BNH, k_BKSH, v_BKSH, key_mask, bias_NS, interpret: bool) -> jax.Ar
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
-        compiler_params=None if interpret else _triton_params(),
+        compiler_params=None if interpret else _triton_params(Gp),
         interpret=interpret,
         name="gqa_decode_attention",
     )(*args)
@@ -348,7 +369,7 @@ def _combine_pallas(o, m, den, N, G, layout, dtype, reverse, interpret) -> jax.A
             (sq, rows, H), lambda b, k: (b, g(k) if layout == "block" else 0, 0)
         ),
         out_shape=jax.ShapeDtypeStruct((B, N, H), dtype),
-        compiler_params=None if interpret else _triton_params(),
+        compiler_params=None if interpret else _triton_params(Gp),
         interpret=interpret,
         name="gqa_decode_combine",
     )(o, m, den)
@@ -388,11 +409,12 @@ def _store_group(o_ref, out, first, G, select) -> None:
     plgpu.store(o_ref, full, mask=(row >= first) & (row < first + G))
 
 
-def _triton_params():
+def _triton_params(rows: int):
     from jax.experimental.pallas import triton as plgpu
 
     cls = getattr(plgpu, "CompilerParams", None) or plgpu.TritonCompilerParams
-    return cls(num_warps=TUNING["num_warps"], num_stages=TUNING["num_stages"])
+    p = launch(rows)
+    return cls(num_warps=p["num_warps"], num_stages=p["num_stages"])
 
 
 def _one_hot(shape, row_of, dtype):
