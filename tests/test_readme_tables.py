@@ -102,6 +102,12 @@ def test_h200_decode_summary_is_the_raw_json_and_its_accounting_holds():
         assert abs(b16["step_s"] / f32["step_s"] - 1 - r["change"]) < 1e-4
         assert f32["step_s"] == sorted(f32["step_s_loops"])[1]  # the median of three
         assert r["loops_separate"] == (max(b16["step_s_loops"]) < min(f32["step_s_loops"]))
+    for r in s["gqa8_xxl_targets_need"]:  # the step that makes the target's time, back again
+        raw = json.loads((ROOT / r["source"]).read_text())["runs"]
+        raw = next(x for x in raw if x["num_kv_heads"] == 8)
+        step = r["encoder_as_measured"]["ms_per_step"] / 1e3
+        total = raw["encode_s"] + raw["cross_kv_fill_s"] + step * raw["output_len"]
+        assert abs(total / raw["batch"] - r["s_per_sample"]) < 1e-3
     enc = s["encoder"]["same_call"]
     raw = json.loads((ROOT / enc["source"]).read_text())
     frac = raw["runs"][0]["encoder_TFLOPs"] / raw["ceilings"]["bf16_matmul_TFLOPs"]
