@@ -25,7 +25,11 @@
 # script's start: take off what the device command spends before it (the wheel install,
 # ~10 s).
 # KERNEL=xla|pallas_cross|pallas picks the decode kernel of the *_all sections (default
-# pallas); BEST='{"block_k": ..}' passes launch parameters (a kernel call's best.json).
+# pallas); BEST='{"block_k": ..}' forces launch parameters on every decode run (default '{}':
+# the kernel picks them by the query rows a program holds, decode_attention.LAUNCH_BY_ROWS).
+# The kernel section's sweep writes its best at GQA-8-XXL's shape to best.json but does not
+# apply it: forced on every shape it would undo the per-row choice (MQA-XXL 4.12 against
+# 3.90 ms a step, NOTES.md entry 18).
 set -u
 sections=("${@:-kernel}")
 for s in "${sections[@]}"; do
@@ -80,8 +84,7 @@ if has kernel; then
   stamp kernel
   run 320 python3 scripts/gpu_kernel_check.py --out "$W/kernel.json" --best "$W/best.json"
   measured=$(python3 -c "import json; print(json.dumps(json.load(open('$W/kernel.json'))['ceilings']))" 2>/dev/null) && CEIL=$measured
-  BEST=$(cat "$W/best.json" 2>/dev/null || echo '{}')
-  echo "ceilings: $CEIL"; echo "best: $BEST"
+  echo "ceilings: $CEIL"; echo "sweep best at GQA-8-XXL (recorded, not applied): $(cat "$W/best.json" 2>/dev/null)"
   stamp large
   profiled_and_combine large 1 100
 fi

@@ -8,7 +8,9 @@ part); a failed part records its error and the rest still run. Parts:
             GQA-8-XXL self-attention with a bias row
   speed     GB/s of K/V read per call for the kernel and the XLA path, K/V sets rotated
             so that nothing stays in L2; a few launch configurations at the GQA-8 shape
-Then prints a table and writes the best configuration to `--best` for the decode runs.
+Then prints a table and writes the sweep's best configuration at the GQA-8-XXL shape to
+`--best` (a record: the kernel's defaults go by the rows a program holds, and one shape's
+best forced on every shape undoes that).
 
   python scripts/gpu_kernel_check.py --out $OUT/kernel.json --best $OUT/best.json
 """

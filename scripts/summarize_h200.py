@@ -11,9 +11,10 @@ in here: issue 16's targets, the workload's one-line description and the variant
 534a97c, which gave GQA-8-XXL one split; session 6's GQA-8-XXL pair files 1-4 ran the
 launch parameters their runs record, in the order 1 2 (one call) and 3 4 (the next)).
 The decode table is session 7's: every XXL G in one call and every Large G in the next, all
-with the kernel's default launch (32/2/3); the earlier sessions' rows stay beside them as
-"earlier". Also typed: the predictions the logits_dot A/B was measured against (NOTES.md
-entry 17).
+with the launch that was the default at commit 1ac79c8 (32/2/3 for every shape) and the
+plan of that commit; the earlier sessions' rows stay beside them as "earlier" (other
+calls, and other split plans: session 5 forced 4 splits). Also typed: the predictions the
+logits_dot A/B was measured against (NOTES.md entry 17).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RAW = ROOT / "benchmarks" / "raw" / "issue16_session5"
@@ -175,7 +177,7 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
                         "case": o["case"],
                         "batch": o["batch"],
                         "s_per_sample": o["s_per_sample"],
-                        "speedup": round(r["s_per_sample"] / o["s_per_sample"], 2),
+                        "speedup": round(r["s_per_sample"] / o["s_per_sample"], 3),
                         "target": PEER_TARGET  # at the issue's batch 8 and the fair 32
                         if (r["model"], g, r["cache"]) == ("xxl", 8, "static")
                         else None,
@@ -250,13 +252,17 @@ def _ab() -> list[dict]:
 def _encoder(ceilings: dict[str, float]) -> dict:
     """The XXL encoder (batch 32 x 2048 tokens) against the bf16 matmul ceiling: measured in
     the same call (session 7's own-ceilings run), and the spread of every session-7 XXL run's
-    encoder rate over the three calls' ceilings."""
+    encoder rate (all three of its XXL calls) over the three sessions' ceilings."""
     path = RAW7 / "decode_xxl_g8_ownceil.json"
     own = json.loads(path.read_text())
     r = own["runs"][0]
     rates = [
         x["encoder_TFLOPs"]
-        for f in ("xxl_all/decode_xxl_all_pallas.json", "decode_xxl_g8_ownceil.json")
+        for f in (
+            "xxl_all/decode_xxl_all_pallas.json",
+            "decode_xxl_g8_ownceil.json",
+            *(f for f, _ in VARIANTS7 if "_xxl_" in f),
+        )
         for x in _runs(f, RAW7)
     ]
     lo = min(rates) / max(ceilings.values())
@@ -269,6 +275,7 @@ def _encoder(ceilings: dict[str, float]) -> dict:
             "of_ceiling": round(r["encoder_TFLOPs"] / own["ceilings"]["bf16_matmul_TFLOPs"], 3),
             "source": _rel(path),
         },
+        "session7_runs": len(rates),
         "session7_encoder_TFLOPs": [round(min(rates), 1), round(max(rates), 1)],
         "ceilings_by_session": {k: round(v, 1) for k, v in ceilings.items()},
         "of_ceiling_range": [round(lo, 3), round(hi, 3)],
@@ -276,11 +283,11 @@ def _encoder(ceilings: dict[str, float]) -> dict:
     }
 
 
-def _needs(peer: list[dict]) -> list[dict]:
+def _needs(peer: list[dict], ceiling_TFLOPs: float) -> list[dict]:
     """What GQA-8-XXL's time targets ask of its decode step, from session 7's run: the step
     time that reaches each target with the encoder (and cross K/V fill) as measured, and
-    with the encoder at the matmul ceiling its run was judged against, as a fraction of the
-    bandwidth floor (above 1: not reachable on this card by any kernel)."""
+    with the encoder at `ceiling_TFLOPs` (session 7's measured matmul rate), as a fraction of
+    the bandwidth floor (above 1: not reachable on this card by any kernel)."""
     path = RAW7 / "xxl_all" / "decode_xxl_all_pallas.json"
     r = next(x for x in _runs("xxl_all/decode_xxl_all_pallas.json", RAW7) if x["num_kv_heads"] == 8)
     B, L, nbytes = r["batch"], r["output_len"], r["floor_bytes_per_step"]["total"]
@@ -297,10 +304,10 @@ def _needs(peer: list[dict]) -> list[dict]:
             static32["s_per_sample"] / PEER_TARGET,
         ),
     ):
-        row = {"target": what, "s_per_sample": round(target, 4)}
+        row = {"target": what, "s_per_sample": round(target, 6)}
         for name, enc in (
             ("encoder_as_measured", r["encode_s"]),
-            ("encoder_at_matmul_ceiling", r["encode_s"] * r["encoder_of_matmul"]),
+            ("encoder_at_matmul_ceiling", r["encode_s"] * r["encoder_TFLOPs"] / ceiling_TFLOPs),
         ):
             step = (target * B - enc - r["cross_kv_fill_s"]) / L
             row[name] = {
@@ -314,7 +321,7 @@ def _needs(peer: list[dict]) -> list[dict]:
 
 
 def summary() -> dict:
-    # Session 7: every G of each model in one call, the kernel's default launch (32/2/3).
+    # Session 7: every G of each model in one call, commit 1ac79c8's launch (32/2/3).
     sweeps7 = ("xxl_all/decode_xxl_all_pallas.json", "large_all/decode_large_all_pallas.json")
     sweep = [_row(r, _rel(RAW7 / f)) for f in sweeps7 for r in _runs(f, RAW7)]
     done = {(r["model"], r["G"]) for r in sweep}
@@ -380,7 +387,7 @@ def summary() -> dict:
         + variants7,
         "encoder": _encoder(ceilings),
         "peer": (peer := _peer(ours)),
-        "gqa8_xxl_targets_need": _needs(peer),
+        "gqa8_xxl_targets_need": _needs(peer, ceilings["session7"]),
         "training": _training(),
         "logits_dot_ab": _ab(),
         "profiles": [
@@ -394,14 +401,14 @@ def summary() -> dict:
 
 
 def _session(r: dict) -> str:
-    return r["source"].split("issue16_session")[1][0]
+    return re.search(r"issue16_session(\d+)", r["source"]).group(1)
 
 
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.2%}"
 
 
-def markdown(s: dict) -> str:
+def _decode_md(s: dict) -> list[str]:
     lines = [
         "| case | s / sample | ms / step | GB / step | of the floor | target | met | session "
         "| earlier ms / step (session) |",
@@ -430,11 +437,15 @@ def markdown(s: dict) -> str:
             "\\* ran with a launch (keys a block, warps, stages) the kernel no longer picks for "
             "its shape; the launch rows below time both.",
         ]
+    return lines
+
+
+def _encoder_md(s: dict) -> list[str]:
     enc = s["encoder"]
     c, (lo, hi) = enc["same_call"], enc["of_ceiling_range"]
     r_lo, r_hi = enc["session7_encoder_TFLOPs"]
     ceil = ", ".join(f"{v:.0f}" for v in enc["ceilings_by_session"].values())
-    lines += [
+    return [
         "",
         "| encoder (batch 32 x 2048 tokens) | TFLOP/s | bf16 matmul ceiling, TFLOP/s "
         "| of the ceiling | target |",
@@ -442,10 +453,14 @@ def markdown(s: dict) -> str:
         f"| {c['case']}, ceiling measured in the same call | {c['encoder_TFLOPs']:.0f} "
         f"| {c['matmul_ceiling_TFLOPs']:.0f} | {c['of_ceiling']:.1%} "
         f"| >= {enc['target']:.0%}: {'met' if c['of_ceiling'] >= enc['target'] else 'missed'} |",
-        f"| every session-7 XXL run against each session's ceiling | {r_lo:.0f}-{r_hi:.0f} "
-        f"| {ceil} | {lo:.1%}-{hi:.1%} | |",
+        f"| every session-7 XXL run ({enc['session7_runs']}) against each session's ceiling "
+        f"| {r_lo:.0f}-{r_hi:.0f} | {ceil} | {lo:.1%}-{hi:.1%} "
+        f"| {'the target is inside this spread' if lo < enc['target'] <= hi else ''} |",
     ]
-    lines += [
+
+
+def _needs_md(s: dict) -> list[str]:
+    lines = [
         "",
         "| GQA-8-XXL target | s / sample | decode step it needs, encoder as measured "
         "| the same, encoder at its matmul ceiling | measured step |",
@@ -459,7 +474,11 @@ def markdown(s: dict) -> str:
             f"| {b['ms_per_step']:.2f} ms, {b['of_floor']:.0%} of the floor "
             f"| {r['measured_ms_per_step']:.2f} ms |"
         )
-    lines += [
+    return lines
+
+
+def _variants_md(s: dict) -> list[str]:
+    lines = [
         "",
         "| case | decode attention | ms / step | s / sample | of the floor | decode vs float32 "
         "| session |",
@@ -471,7 +490,11 @@ def markdown(s: dict) -> str:
             f"| {r['fraction_of_floor']:.1%} | {_pct(r['decode_vs_f32_rel_err']) or 'not checked'} "
             f"| {_session(r)} |"
         )
-    lines += [
+    return lines
+
+
+def _peer_md(s: dict) -> list[str]:
+    lines = [
         "",
         "| peer (HF transformers) | cache | batch | s / sample | ms / step | ours (batch 32) "
         "| ours s / sample | ours faster by | target |",
@@ -494,7 +517,11 @@ def markdown(s: dict) -> str:
                 f"| {r['ms_per_step']:.1f} | {v['case']} | {v['s_per_sample']:.4f} "
                 f"| {v['speedup']:.1f}x | {t} |"
             )
-    lines += [
+    return lines
+
+
+def _training_md(s: dict) -> list[str]:
+    lines = [
         "",
         "| training (T5.1.1 shape) | batch | s / step | tokens / s | model TFLOP/s "
         "| MFU (989 peak) "
@@ -511,7 +538,11 @@ def markdown(s: dict) -> str:
             f"| {r['model']} | {r['batch']} | {r['step_s']:.4f} | {r['tokens_per_s']:,} "
             f"| {r['model_TFLOPs']:.0f} | {r['mfu_vs_datasheet']:.1%} | {t} |"
         )
-    lines += [
+    return lines
+
+
+def _ab_md(s: dict) -> list[str]:
+    lines = [
         "",
         "| logits_dot A/B | batch | float32 s / step (3 loops) | bfloat16 s / step (3 loops) "
         "| change | predicted | MFU float32 / bfloat16 |",
@@ -528,7 +559,12 @@ def markdown(s: dict) -> str:
             f"| {lo:+.0%} to {hi:+.0%}: {'within' if r['within_prediction'] else 'outside'} "
             f"| {r['mfu_float32']:.1%} / {r['mfu_bfloat16']:.1%} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def markdown(s: dict) -> str:
+    parts = (_decode_md, _encoder_md, _needs_md, _variants_md, _peer_md, _training_md, _ab_md)
+    return "\n".join(line for part in parts for line in part(s)) + "\n"
 
 
 def plot(s: dict, path: pathlib.Path) -> None:
@@ -549,8 +585,13 @@ def plot(s: dict, path: pathlib.Path) -> None:
         g, t, f = zip(*pts, strict=True)
         label = f"T5.1.1-{model.upper() if model == 'xxl' else 'Large'}"
         a.plot(g, t, marker=marker, label=label)
-        b.plot(g, [100 * x for x in f], marker=marker, label=label)
-        b.axhline(100 * FLOOR_TARGET[model], ls=":", color=a.lines[-1].get_color())
+        color = a.lines[-1].get_color()
+        b.plot(g, [100 * x for x in f], marker=marker, label=label, color=color)
+        b.axhline(100 * FLOOR_TARGET[model], ls=":", color=color)
+        for r in s["decode"]:  # a launch the kernel no longer picks: a hollow marker
+            if r["model"] == model and r["launch_is_default_now"] is False:
+                for ax, y in ((a, r["s_per_sample"]), (b, 100 * r["fraction_of_floor"])):
+                    ax.plot(r["G"], y, marker=marker, color=color, mfc="white", zorder=3)
     a.set(xscale="log", xlabel="key/value heads G", ylabel="time per sample (s)")
     b.set(xscale="log", xlabel="key/value heads G", ylabel="% of the bandwidth floor")
     for ax in (a, b):
@@ -560,7 +601,8 @@ def plot(s: dict, path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(
-        "Greedy decode, input 2048, output 512, batch 32, one H200, bf16 (dotted: targets)",
+        "Greedy decode, input 2048, output 512, batch 32, one H200, bf16 (dotted: targets; "
+        "hollow: a launch no longer the default)",
         fontsize=10,
     )
     fig.tight_layout()

@@ -128,6 +128,30 @@ def test_launch_by_rows_and_overrides(tuning):
     assert da.launch_for(64, 8) == dict(narrow, num_warps=8)
 
 
+@pytest.mark.parametrize("combine", ["xla", "pallas"])
+def test_gpu_launch_reaches_every_pallas_call(combine, tuning, monkeypatch):
+    """The GPU path (interpret off) hands each pallas_call the launch for its program's
+    rows: 64 rows (MQA at 64 heads) 4 warps / 2 stages, 16 rows 2 warps / 3 stages."""
+    from jax.experimental import pallas as pl
+
+    tuning(combine=combine)
+    seen = []
+
+    def record(kernel, *, compiler_params=None, out_shape, name, **kwargs):
+        """Stands in for pallas_call: notes the launch and the kernel, returns zeros."""
+        seen.append((name, compiler_params.num_warps, compiler_params.num_stages))
+        zeros = jax.tree.map(lambda o: jnp.zeros(o.shape, o.dtype), out_shape)
+        return lambda *operands: zeros
+
+    monkeypatch.setattr(pl, "pallas_call", record)
+    for N, K, want in ((64, 1, (4, 2)), (16, 2, (2, 3))):
+        seen.clear()
+        q, k, v, mask = _inputs(0, B=1, N=N, K=K, S=2048, H=8)  # 2048 keys: several splits
+        da._pallas(q, k, v, mask, None, False)
+        names = ["gqa_decode_attention"] + ["gqa_decode_combine"] * (combine == "pallas")
+        assert [x[0] for x in seen] == names and {x[1:] for x in seen} == {want}, (N, K, seen)
+
+
 def test_self_attention_kernel_with_bias_row_and_causal_mask(tuning):
     """T5's decode step: relative position bias row, keys up to the step's position."""
     tuning(block_k=8, num_splits=None)

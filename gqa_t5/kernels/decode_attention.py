@@ -49,13 +49,14 @@ TUNING: dict[str, Any] = {
     "num_stages": None,
     "combine": "xla",
 }
-# (fewest query rows a program holds, launch): the first entry whose row count the
-# program reaches. Measured on the H200 (benchmarks/NOTES.md, entries 17-18): 32 keys a
-# block, 2 warps, 3 stages is the launch sweep's best at GQA-8-XXL's shape (16 rows;
-# 51.0 against 62.1 us a call for 64 / 4 / 2, and 4.46-4.48 against 4.62 ms a decode step,
-# twice, side by side) and held for 32 rows (GQA-2-XXL 3.84 ms against 3.90); with 64 rows
-# (MQA-XXL) it is slower: 4.12 ms a step against 3.90 for 64 / 4 / 2 (4.03 for 32 / 4 / 3),
-# side by side in one call.
+# (fewest query rows a program holds, launch), largest first: the first entry whose row
+# count the program reaches. Measured on the H200, side by side in one call each
+# (benchmarks/NOTES.md, entries 17-18): with 16 rows 32 keys a block, 2 warps, 3 stages is
+# the launch sweep's best at GQA-8-XXL's shape (51.0 against 62.1 us a call for 64 / 4 / 2;
+# 4.46-4.48 against 4.62 ms a decode step, twice) and GQA-4-Large's (1.66 against 1.70 ms);
+# with 64 rows (MQA-XXL) it is slower, 4.12 ms a step against 3.90 for 64 / 4 / 2 (4.03 for
+# 32 / 4 / 3). 32 rows (GQA-2-XXL) has not been compared side by side; it gets 32 / 2 / 3.
+# The opt-in Pallas combine takes the same launch as its kernel (measured at 16 rows only).
 LAUNCH_BY_ROWS: tuple[tuple[int, dict[str, int]], ...] = (
     (64, {"block_k": 64, "num_warps": 4, "num_stages": 2}),
     (0, {"block_k": 32, "num_warps": 2, "num_stages": 3}),
@@ -65,6 +66,9 @@ LAUNCH_BY_ROWS: tuple[tuple[int, dict[str, int]], ...] = (
 def launch(rows: int) -> dict[str, int]:
     """block_k, num_warps and num_stages for a program of `rows` query rows (the group
     padded to a power of two >= 16): TUNING's where set, else LAUNCH_BY_ROWS's."""
+    assert [least for least, _ in LAUNCH_BY_ROWS] == sorted(
+        (least for least, _ in LAUNCH_BY_ROWS), reverse=True
+    ), "LAUNCH_BY_ROWS must list the largest row count first"
     default = next(v for least, v in LAUNCH_BY_ROWS if rows >= least)
     return {k: TUNING[k] if TUNING[k] is not None else v for k, v in default.items()}
 
