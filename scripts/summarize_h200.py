@@ -408,12 +408,16 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:.2%}"
 
 
+def _head(columns: str) -> list[str]:
+    """A blank line, then a markdown table's header ("a | b | c") and rule."""
+    return ["", f"| {columns} |", "|" + "---|" * len(columns.split(" | "))]
+
+
 def _decode_md(s: dict) -> list[str]:
-    lines = [
-        "| case | s / sample | ms / step | GB / step | of the floor | target | met | session "
-        "| earlier ms / step (session) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _head(
+        "case | s / sample | ms / step | GB / step | of the floor | target | met | "
+        "session | earlier ms / step (session)"
+    )
     before = {(r["model"], r["G"]): r for r in s.get("decode_earlier", [])}
     for r in s["decode"]:
         e = before.get((r["model"], r["G"]))
@@ -445,11 +449,10 @@ def _encoder_md(s: dict) -> list[str]:
     c, (lo, hi) = enc["same_call"], enc["of_ceiling_range"]
     r_lo, r_hi = enc["session7_encoder_TFLOPs"]
     ceil = ", ".join(f"{v:.0f}" for v in enc["ceilings_by_session"].values())
-    return [
-        "",
-        "| encoder (batch 32 x 2048 tokens) | TFLOP/s | bf16 matmul ceiling, TFLOP/s "
-        "| of the ceiling | target |",
-        "|---|---|---|---|---|",
+    return _head(
+        "encoder (batch 32 x 2048 tokens) | TFLOP/s | bf16 matmul ceiling, TFLOP/s | "
+        "of the ceiling | target"
+    ) + [
         f"| {c['case']}, ceiling measured in the same call | {c['encoder_TFLOPs']:.0f} "
         f"| {c['matmul_ceiling_TFLOPs']:.0f} | {c['of_ceiling']:.1%} "
         f"| >= {enc['target']:.0%}: {'met' if c['of_ceiling'] >= enc['target'] else 'missed'} |",
@@ -460,46 +463,37 @@ def _encoder_md(s: dict) -> list[str]:
 
 
 def _needs_md(s: dict) -> list[str]:
-    lines = [
-        "",
-        "| GQA-8-XXL target | s / sample | decode step it needs, encoder as measured "
-        "| the same, encoder at its matmul ceiling | measured step |",
-        "|---|---|---|---|---|",
+    def step(x: dict) -> str:
+        return f"{x['ms_per_step']:.2f} ms, {x['of_floor']:.0%} of the floor"
+
+    return _head(
+        "GQA-8-XXL target | s / sample | decode step it needs, encoder as measured | "
+        "the same, encoder at its matmul ceiling | measured step"
+    ) + [
+        f"| {r['target']} | {r['s_per_sample']:.4f} | {step(r['encoder_as_measured'])} "
+        f"| {step(r['encoder_at_matmul_ceiling'])} | {r['measured_ms_per_step']:.2f} ms |"
+        for r in s["gqa8_xxl_targets_need"]
     ]
-    for r in s["gqa8_xxl_targets_need"]:
-        a, b = r["encoder_as_measured"], r["encoder_at_matmul_ceiling"]
-        lines.append(
-            f"| {r['target']} | {r['s_per_sample']:.4f} "
-            f"| {a['ms_per_step']:.2f} ms, {a['of_floor']:.0%} of the floor "
-            f"| {b['ms_per_step']:.2f} ms, {b['of_floor']:.0%} of the floor "
-            f"| {r['measured_ms_per_step']:.2f} ms |"
-        )
-    return lines
 
 
 def _variants_md(s: dict) -> list[str]:
-    lines = [
-        "",
-        "| case | decode attention | ms / step | s / sample | of the floor | decode vs float32 "
-        "| session |",
-        "|---|---|---|---|---|---|---|",
+    lines = _head(
+        "case | decode attention | ms / step | s / sample | of the floor | "
+        "decode vs float32 | session"
+    )
+    return lines + [
+        f"| {r['case']} | {r['variant']} | {r['ms_per_step']:.2f} | {r['s_per_sample']:.4f} "
+        f"| {r['fraction_of_floor']:.1%} | {_pct(r['decode_vs_f32_rel_err']) or 'not checked'} "
+        f"| {_session(r)} |"
+        for r in s["variants"]
     ]
-    for r in s["variants"]:
-        lines.append(
-            f"| {r['case']} | {r['variant']} | {r['ms_per_step']:.2f} | {r['s_per_sample']:.4f} "
-            f"| {r['fraction_of_floor']:.1%} | {_pct(r['decode_vs_f32_rel_err']) or 'not checked'} "
-            f"| {_session(r)} |"
-        )
-    return lines
 
 
 def _peer_md(s: dict) -> list[str]:
-    lines = [
-        "",
-        "| peer (HF transformers) | cache | batch | s / sample | ms / step | ours (batch 32) "
-        "| ours s / sample | ours faster by | target |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _head(
+        "peer (HF transformers) | cache | batch | s / sample | ms / step | "
+        "ours (batch 32) | ours s / sample | ours faster by | target"
+    )
     for r in s["peer"]:
         if "error" in r:
             lines.append(
@@ -521,13 +515,10 @@ def _peer_md(s: dict) -> list[str]:
 
 
 def _training_md(s: dict) -> list[str]:
-    lines = [
-        "",
-        "| training (T5.1.1 shape) | batch | s / step | tokens / s | model TFLOP/s "
-        "| MFU (989 peak) "
-        "| target |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = _head(
+        "training (T5.1.1 shape) | batch | s / step | tokens / s | model TFLOP/s | "
+        "MFU (989 peak) | target"
+    )
     for r in s["training"]:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['batch']} | {r['error'][:60]} | | | | |")
@@ -542,12 +533,10 @@ def _training_md(s: dict) -> list[str]:
 
 
 def _ab_md(s: dict) -> list[str]:
-    lines = [
-        "",
-        "| logits_dot A/B | batch | float32 s / step (3 loops) | bfloat16 s / step (3 loops) "
-        "| change | predicted | MFU float32 / bfloat16 |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = _head(
+        "logits_dot A/B | batch | float32 s / step (3 loops) | "
+        "bfloat16 s / step (3 loops) | change | predicted | MFU float32 / bfloat16"
+    )
     for r in s.get("logits_dot_ab", []):
         lo, hi = r["predicted"]
         loops = [
@@ -564,7 +553,7 @@ def _ab_md(s: dict) -> list[str]:
 
 def markdown(s: dict) -> str:
     parts = (_decode_md, _encoder_md, _needs_md, _variants_md, _peer_md, _training_md, _ab_md)
-    return "\n".join(line for part in parts for line in part(s)) + "\n"
+    return "\n".join(line for part in parts for line in part(s)).lstrip("\n") + "\n"
 
 
 def plot(s: dict, path: pathlib.Path) -> None:
