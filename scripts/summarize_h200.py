@@ -68,6 +68,18 @@ VARIANTS7 = [
     ("launch/launch_large_g4_default.json", "Pallas both, launch 32/2/3"),
 ]
 
+# Session 7: GQA-8-XXL with the ceilings measured in the same process.
+OWN_CEILINGS = "decode_xxl_g8_ownceil.json"
+
+
+def _variants(pairs: list[tuple[str, str]], raw: pathlib.Path) -> list[dict]:
+    """One labelled row per (raw file, label): the file's first run."""
+    return [
+        dict(_row(_runs(f, raw)[0], _rel(raw / f)), variant=label)
+        for f, label in pairs
+        if (raw / f).exists()
+    ]
+
 
 def _write(path: pathlib.Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -92,8 +104,8 @@ def _launch_is_default(r: dict) -> bool | None:
 
     if r["decode_kernel"] == "xla":
         return None
-    ran = r.get("kernel_launch") or {k: r["kernel_tuning"][k] for k in launch_for(1, 1)}
-    return ran == launch_for(r["num_heads"], r["num_kv_heads"])
+    now = launch_for(r["num_heads"], r["num_kv_heads"])
+    return (r.get("kernel_launch") or {k: r["kernel_tuning"][k] for k in now}) == now
 
 
 def _row(r: dict, source: str) -> dict:
@@ -249,18 +261,16 @@ def _ab() -> list[dict]:
     return rows
 
 
-def _encoder(ceilings: dict[str, float]) -> dict:
+def _encoder(own: dict, ceilings: dict[str, float]) -> dict:
     """The XXL encoder (batch 32 x 2048 tokens) against the bf16 matmul ceiling: measured in
-    the same call (session 7's own-ceilings run), and the spread of every session-7 XXL run's
-    encoder rate (all three of its XXL calls) over the three sessions' ceilings."""
-    path = RAW7 / "decode_xxl_g8_ownceil.json"
-    own = json.loads(path.read_text())
+    the same call (`own`, session 7's own-ceilings run), and the spread of every session-7
+    XXL run's encoder rate (all three of its XXL calls) over the three sessions' ceilings."""
     r = own["runs"][0]
     rates = [
         x["encoder_TFLOPs"]
         for f in (
             "xxl_all/decode_xxl_all_pallas.json",
-            "decode_xxl_g8_ownceil.json",
+            OWN_CEILINGS,
             *(f for f, _ in VARIANTS7 if "_xxl_" in f),
         )
         for x in _runs(f, RAW7)
@@ -273,7 +283,7 @@ def _encoder(ceilings: dict[str, float]) -> dict:
             "encoder_TFLOPs": round(r["encoder_TFLOPs"], 1),
             "matmul_ceiling_TFLOPs": round(own["ceilings"]["bf16_matmul_TFLOPs"], 1),
             "of_ceiling": round(r["encoder_TFLOPs"] / own["ceilings"]["bf16_matmul_TFLOPs"], 3),
-            "source": _rel(path),
+            "source": _rel(RAW7 / OWN_CEILINGS),
         },
         "session7_runs": len(rates),
         "session7_encoder_TFLOPs": [round(min(rates), 1), round(max(rates), 1)],
@@ -338,13 +348,7 @@ def summary() -> dict:
     kernel = json.loads((RAW / "kernel_check.json").read_text())
     kernel6 = json.loads((RAW6 / "kernel" / "kernel.json").read_text())
     checks6 = json.loads((RAW6 / "kernel_checks.json").read_text())
-    own = json.loads((RAW7 / "decode_xxl_g8_ownceil.json").read_text())
-    variants6 = [
-        dict(_row(_runs(f, RAW6)[0], _rel(RAW6 / f)), variant=label) for f, label in VARIANTS6
-    ]
-    variants7 = [
-        dict(_row(_runs(f, RAW7)[0], _rel(RAW7 / f)), variant=label) for f, label in VARIANTS7
-    ]
+    own = json.loads((RAW7 / OWN_CEILINGS).read_text())
     ours = {(r["model"], r["G"]): r for r in sweep}  # the peer's comparison: session 7's sweep
     first = json.loads((RAW7 / sweeps7[0]).read_text())
     jax_version = (RAW7 / "xxl_all" / "jax.txt").read_text().strip()
@@ -378,14 +382,10 @@ def summary() -> dict:
             for g in gs
             if (m, g) not in done
         ],
-        "variants": [
-            dict(_row(_runs(f)[0], _rel(RAW / f)), variant=label)
-            for f, label in VARIANTS
-            if (RAW / f).exists()
-        ]
-        + variants6
-        + variants7,
-        "encoder": _encoder(ceilings),
+        "variants": _variants(VARIANTS, RAW)
+        + _variants(VARIANTS6, RAW6)
+        + _variants(VARIANTS7, RAW7),
+        "encoder": _encoder(own, ceilings),
         "peer": (peer := _peer(ours)),
         "gqa8_xxl_targets_need": _needs(peer, ceilings["session7"]),
         "training": _training(),
@@ -477,11 +477,10 @@ def _needs_md(s: dict) -> list[str]:
 
 
 def _variants_md(s: dict) -> list[str]:
-    lines = _head(
+    return _head(
         "case | decode attention | ms / step | s / sample | of the floor | "
         "decode vs float32 | session"
-    )
-    return lines + [
+    ) + [
         f"| {r['case']} | {r['variant']} | {r['ms_per_step']:.2f} | {r['s_per_sample']:.4f} "
         f"| {r['fraction_of_floor']:.1%} | {_pct(r['decode_vs_f32_rel_err']) or 'not checked'} "
         f"| {_session(r)} |"
@@ -605,10 +604,11 @@ def main(argv: list[str] | None = None) -> None:
     s = summary()
     out = ROOT / "benchmarks"
     _write(out / "decode_h200.json", json.dumps(s, indent=1) + "\n")
-    _write(out / "decode_h200.md", markdown(s))
+    md = markdown(s)
+    _write(out / "decode_h200.md", md)
     if not args.no_plot:
         plot(s, out / "groups_vs_time_h200.png")
-    print(markdown(s))
+    print(md)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ def test_train_benchmark_records_each_logits_dot_and_the_median_of_its_loops(tmp
         assert "error" not in r, r
         assert len(r["step_s_loops"]) == 3 and r["step_s"] == np.median(r["step_s_loops"])
         assert np.isfinite(r["loss"])
-    # Same weights and batch: the bfloat16 products move the loss by rounding only.
     # Same weights and batch: the bfloat16 products move the loss by rounding only, and do
     # move it (the option reached the model).
     assert 0 < abs(runs[0]["loss"] - runs[1]["loss"]) < 1e-2 * abs(runs[0]["loss"])

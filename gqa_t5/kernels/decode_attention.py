@@ -61,14 +61,14 @@ LAUNCH_BY_ROWS: tuple[tuple[int, dict[str, int]], ...] = (
     (64, {"block_k": 64, "num_warps": 4, "num_stages": 2}),
     (0, {"block_k": 32, "num_warps": 2, "num_stages": 3}),
 )
+assert [least for least, _ in LAUNCH_BY_ROWS] == sorted(
+    (least for least, _ in LAUNCH_BY_ROWS), reverse=True
+), "LAUNCH_BY_ROWS must list the largest row count first"
 
 
 def launch(rows: int) -> dict[str, int]:
     """block_k, num_warps and num_stages for a program of `rows` query rows (the group
     padded to a power of two >= 16): TUNING's where set, else LAUNCH_BY_ROWS's."""
-    assert [least for least, _ in LAUNCH_BY_ROWS] == sorted(
-        (least for least, _ in LAUNCH_BY_ROWS), reverse=True
-    ), "LAUNCH_BY_ROWS must list the largest row count first"
     default = next(v for least, v in LAUNCH_BY_ROWS if rows >= least)
     return {k: TUNING[k] if TUNING[k] is not None else v for k, v in default.items()}
 
