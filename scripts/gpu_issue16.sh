@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 16 on one H200, one or more sections per device call (each call under 10 minutes;
-# times as measured 2026-12-02, sessions 5-6). Every part writes its JSON into a work folder; the
-# folder comes back as ONE file, $OUT/<section>.tar.xz (a call returns at most 8 files);
-# the tarball is rewritten after every part, so a call cut short still brings back the parts
-# that finished; a failing or timed-out part (its exit status is printed) does not stop the
-# others.
+# times as measured 2026-12-02 and 03, sessions 5-8). Every part writes its JSON into a
+# work folder; the folder comes back as ONE file, $OUT/<section>.tar.xz (a call returns at
+# most 8 files); the tarball is rewritten after every part, so a call cut short still brings
+# back the parts that finished; a failing or timed-out part (its exit status is printed) does
+# not stop the others.
 #   OUT=/tmp/out bash scripts/gpu_issue16.sh kernel     # ~8 min: ceilings, kernel checks
 #       (bf16, float32, Pallas combine), GB/s, launch sweep (writes best.json), MQA-Large
 #       decode with the kernel and with the Pallas combine (each profiled, kernels by op)

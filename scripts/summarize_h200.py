@@ -1,6 +1,6 @@
 """Issue 16's H200 measurements -> benchmarks/decode_h200.{json,md} and the plot.
 
-python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session{5,6,7}/,
+python scripts/summarize_h200.py   # reads benchmarks/raw/issue16_session{5,6,7,8}/,
 #                                    writes benchmarks/
 
 Every figure is copied from the raw JSON the device calls brought back (one process per
@@ -10,11 +10,12 @@ in here: issue 16's targets, the workload's one-line description and the variant
 (what each call ran, from its command line: the 1-split files ran the plan of commit
 534a97c, which gave GQA-8-XXL one split; session 6's GQA-8-XXL pair files 1-4 ran the
 launch parameters their runs record, in the order 1 2 (one call) and 3 4 (the next)).
-The decode table is session 7's: every XXL G in one call and every Large G in the next, all
-with the launch that was the default at commit 1ac79c8 (32/2/3 for every shape) and the
-plan of that commit; the earlier sessions' rows stay beside them as "earlier" (other
-calls, and other split plans: session 5 forced 4 splits). Also typed: the predictions the
-logits_dot A/B was measured against (NOTES.md entry 17).
+The decode table's XXL rows are session 8's (every G in one call, the launch by rows of
+commit 7c29a86: 64/4/2 from 64 rows, 32/2/3 below) and its Large rows session 7's (every G
+in one call, 32/2/3, the launch Large still gets); the newest earlier session's row stays
+beside each as "earlier" (another call, and before session 7 another split plan: session 5
+forced 4 splits). Also typed: the predictions the logits_dot A/B was measured against
+(NOTES.md entry 17).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RAW = ROOT / "benchmarks" / "raw" / "issue16_session5"
 RAW6 = ROOT / "benchmarks" / "raw" / "issue16_session6"
 RAW7 = ROOT / "benchmarks" / "raw" / "issue16_session7"
+RAW8 = ROOT / "benchmarks" / "raw" / "issue16_session8"
 HEADS = {"xxl": 64, "large": 16}
 FLOOR_TARGET = {"xxl": 0.85, "large": 0.60}  # issue 16: every XXL G / every Large G
 S_PER_SAMPLE_TARGET = {("xxl", 8): 0.090}
@@ -68,17 +70,38 @@ VARIANTS7 = [
     ("launch/launch_large_g4_default.json", "Pallas both, launch 32/2/3"),
 ]
 
+# Session 8, two calls after the every-G XXL call, each run with --kernel_params as labelled
+# ('{}': the default of commit 7c29a86, which these runs record), in file-name order within a
+# call: GQA-2-XXL (32 rows a program) alternating 32/2/3 and 64/4/2 twice, then MQA-XXL (64
+# rows) 64/4/2 and 32/2/3; the next call GQA-4-XXL (16 rows) alternating twice, then
+# GQA-8-XXL (16 rows) once each.
+# The label's {launch} is the launch the run records (keys a block / warps / stages).
+VARIANTS8 = [
+    (f"launch/g{g}_{tag}_{i}.json", f"Pallas both, launch {{launch}}, call {call}, run {i}")
+    for call, runs in (
+        ("A", ((2, "a", 1), (2, "b", 2), (2, "a2", 3), (2, "b2", 4), (1, "a", 5), (1, "d", 6))),
+        ("B", ((4, "a", 1), (4, "b", 2), (4, "a2", 3), (4, "b2", 4), (8, "a", 5), (8, "b", 6))),
+    )
+    for g, tag, i in runs
+]
+# What every session's xxl_all section writes.
+XXL_SWEEP = "xxl_all/decode_xxl_all_pallas.json"
+
 # Session 7: GQA-8-XXL with the ceilings measured in the same process.
 OWN_CEILINGS = "decode_xxl_g8_ownceil.json"
 
 
 def _variants(pairs: list[tuple[str, str]], raw: pathlib.Path) -> list[dict]:
-    """One labelled row per (raw file, label): the file's first run."""
-    return [
-        dict(_row(_runs(f, raw)[0], _rel(raw / f)), variant=label)
-        for f, label in pairs
-        if (raw / f).exists()
-    ]
+    """One labelled row per (raw file, label): the file's first run; a label's {launch}
+    becomes the launch the run records."""
+    rows = []
+    for f, label in pairs:
+        if not (raw / f).exists():
+            continue
+        r = _runs(f, raw)[0]
+        launch = "/".join(str(v) for v in (r.get("kernel_launch") or {}).values())
+        rows.append(dict(_row(r, _rel(raw / f)), variant=label.format(launch=launch)))
+    return rows
 
 
 def _write(path: pathlib.Path, text: str) -> None:
@@ -264,17 +287,13 @@ def _ab() -> list[dict]:
 def _encoder(own: dict, ceilings: dict[str, float]) -> dict:
     """The XXL encoder (batch 32 x 2048 tokens) against the bf16 matmul ceiling: measured in
     the same call (`own`, session 7's own-ceilings run), and the spread of every session-7
-    XXL run's encoder rate (all three of its XXL calls) over the three sessions' ceilings."""
+    and -8 XXL run's encoder rate (all of their XXL calls) over the three measured
+    ceilings."""
     r = own["runs"][0]
-    rates = [
-        x["encoder_TFLOPs"]
-        for f in (
-            "xxl_all/decode_xxl_all_pallas.json",
-            OWN_CEILINGS,
-            *(f for f, _ in VARIANTS7 if "_xxl_" in f),
-        )
-        for x in _runs(f, RAW7)
-    ]
+    files = [
+        (RAW7, f) for f in (XXL_SWEEP, OWN_CEILINGS, *(f for f, _ in VARIANTS7 if "_xxl_" in f))
+    ] + [(RAW8, f) for f in (XXL_SWEEP, *(f for f, _ in VARIANTS8))]
+    rates = [x["encoder_TFLOPs"] for raw, f in files for x in _runs(f, raw)]
     lo = min(rates) / max(ceilings.values())
     hi = max(rates) / min(ceilings.values())
     return {
@@ -285,8 +304,9 @@ def _encoder(own: dict, ceilings: dict[str, float]) -> dict:
             "of_ceiling": round(r["encoder_TFLOPs"] / own["ceilings"]["bf16_matmul_TFLOPs"], 3),
             "source": _rel(RAW7 / OWN_CEILINGS),
         },
-        "session7_runs": len(rates),
-        "session7_encoder_TFLOPs": [round(min(rates), 1), round(max(rates), 1)],
+        "xxl_runs": len(rates),
+        "xxl_runs_sessions": [7, 8],
+        "encoder_TFLOPs_range": [round(min(rates), 1), round(max(rates), 1)],
         "ceilings_by_session": {k: round(v, 1) for k, v in ceilings.items()},
         "of_ceiling_range": [round(lo, 3), round(hi, 3)],
         "target": ENCODER_TARGET,
@@ -294,12 +314,13 @@ def _encoder(own: dict, ceilings: dict[str, float]) -> dict:
 
 
 def _needs(peer: list[dict], ceiling_TFLOPs: float) -> list[dict]:
-    """What GQA-8-XXL's time targets ask of its decode step, from session 7's run: the step
-    time that reaches each target with the encoder (and cross K/V fill) as measured, and
-    with the encoder at `ceiling_TFLOPs` (session 7's measured matmul rate), as a fraction of
-    the bandwidth floor (above 1: not reachable on this card by any kernel)."""
-    path = RAW7 / "xxl_all" / "decode_xxl_all_pallas.json"
-    r = next(x for x in _runs("xxl_all/decode_xxl_all_pallas.json", RAW7) if x["num_kv_heads"] == 8)
+    """What GQA-8-XXL's time targets ask of its decode step, from the decode table's run
+    (session 8's): the step time that reaches each target with the encoder (and cross K/V
+    fill) as measured, and with the encoder at `ceiling_TFLOPs` (session 7's measured matmul
+    rate, the latest measured), as a fraction of the bandwidth floor (above 1: not reachable
+    on this card by any kernel)."""
+    path = RAW8 / XXL_SWEEP
+    r = next(x for x in _runs(XXL_SWEEP, RAW8) if x["num_kv_heads"] == 8)
     B, L, nbytes = r["batch"], r["output_len"], r["floor_bytes_per_step"]["total"]
     static32 = next(
         x
@@ -331,27 +352,33 @@ def _needs(peer: list[dict], ceiling_TFLOPs: float) -> list[dict]:
 
 
 def summary() -> dict:
-    # Session 7: every G of each model in one call, commit 1ac79c8's launch (32/2/3).
-    sweeps7 = ("xxl_all/decode_xxl_all_pallas.json", "large_all/decode_large_all_pallas.json")
-    sweep = [_row(r, _rel(RAW7 / f)) for f in sweeps7 for r in _runs(f, RAW7)]
+    # Every G of each model in one call: XXL in session 8 (launch by rows, commit 7c29a86),
+    # Large in session 7 (commit 1ac79c8, 32/2/3: what every Large shape still gets).
+    large7 = "large_all/decode_large_all_pallas.json"
+    sweep = [_row(r, _rel(RAW8 / XXL_SWEEP)) for r in _runs(XXL_SWEEP, RAW8)]
+    sweep += [_row(r, _rel(RAW7 / large7)) for r in _runs(large7, RAW7)]
     done = {(r["model"], r["G"]) for r in sweep}
-    # Sessions 5 and 6: the same sweep under the earlier launch default (64/4/2).
-    sweeps = ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
-    earlier = [_row(r, _rel(RAW / f)) for f in sweeps for r in _runs(f)]
-    more = "large_all-peer/decode_large_all_pallas.json"  # Large G = 8, 16 (session 5's cut)
-    have = {(r["model"], r["G"]) for r in earlier}
-    earlier += [
-        _row(r, _rel(RAW6 / more))
-        for r in _runs(more, RAW6)
-        if (r["model"], r["num_kv_heads"]) not in have
+    # Earlier sweeps, newest first; each (model, G) keeps its newest: session 7's XXL (all
+    # 32/2/3), then sessions 5 and 6 (64/4/2; Large G = 8, 16 from session 6: session 5's cut).
+    older = [(RAW7, XXL_SWEEP)] + [
+        (RAW, f) for f in ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
     ]
+    older.append((RAW6, "large_all-peer/decode_large_all_pallas.json"))
+    earlier: list[dict] = []
+    for raw, f in older:
+        have = {(r["model"], r["G"]) for r in earlier}
+        earlier += [
+            _row(r, _rel(raw / f))
+            for r in _runs(f, raw)
+            if (r["model"], r["num_kv_heads"]) not in have
+        ]
     kernel = json.loads((RAW / "kernel_check.json").read_text())
     kernel6 = json.loads((RAW6 / "kernel" / "kernel.json").read_text())
     checks6 = json.loads((RAW6 / "kernel_checks.json").read_text())
     own = json.loads((RAW7 / OWN_CEILINGS).read_text())
-    ours = {(r["model"], r["G"]): r for r in sweep}  # the peer's comparison: session 7's sweep
-    first = json.loads((RAW7 / sweeps7[0]).read_text())
-    jax_version = (RAW7 / "xxl_all" / "jax.txt").read_text().strip()
+    ours = {(r["model"], r["G"]): r for r in sweep}  # the peer's comparison: the decode table
+    first = json.loads((RAW8 / XXL_SWEEP).read_text())
+    jax_version = (RAW8 / "xxl_all" / "jax.txt").read_text().strip()
     ceilings = {
         "session5": kernel["ceilings"]["bf16_matmul_TFLOPs"],
         "session6": kernel6["ceilings"]["bf16_matmul_TFLOPs"],
@@ -360,9 +387,11 @@ def summary() -> dict:
     return {
         "machine": f"one {first['runs'][0]['device']} (nvidia-h200), jax {jax_version}",
         "date": first["date"],
+        "date_large": json.loads((RAW7 / large7).read_text())["date"],
         "commit": (RAW / "commit.txt").read_text().strip(),
         "commit_session6": (RAW6 / "kernel" / "commit.txt").read_text().strip(),
         "commit_session7": (RAW7 / "xxl_all" / "commit.txt").read_text().strip(),
+        "commit_session8": (RAW8 / "xxl_all" / "commit.txt").read_text().strip(),
         "workload": "random bf16 weights, greedy, batch 32, input 2048, output 512, fixed length",
         "floor": "bytes a step must read (decoder weights, cross K/V, self K/V on average) "
         "over max(measured copy, 4.3 TB/s) = 4.3 TB/s",
@@ -384,7 +413,8 @@ def summary() -> dict:
         ],
         "variants": _variants(VARIANTS, RAW)
         + _variants(VARIANTS6, RAW6)
-        + _variants(VARIANTS7, RAW7),
+        + _variants(VARIANTS7, RAW7)
+        + _variants(VARIANTS8, RAW8),
         "encoder": _encoder(own, ceilings),
         "peer": (peer := _peer(ours)),
         "gqa8_xxl_targets_need": _needs(peer, ceilings["session7"]),
@@ -447,7 +477,7 @@ def _decode_md(s: dict) -> list[str]:
 def _encoder_md(s: dict) -> list[str]:
     enc = s["encoder"]
     c, (lo, hi) = enc["same_call"], enc["of_ceiling_range"]
-    r_lo, r_hi = enc["session7_encoder_TFLOPs"]
+    r_lo, r_hi = enc["encoder_TFLOPs_range"]
     ceil = ", ".join(f"{v:.0f}" for v in enc["ceilings_by_session"].values())
     return _head(
         "encoder (batch 32 x 2048 tokens) | TFLOP/s | bf16 matmul ceiling, TFLOP/s | "
@@ -456,7 +486,8 @@ def _encoder_md(s: dict) -> list[str]:
         f"| {c['case']}, ceiling measured in the same call | {c['encoder_TFLOPs']:.0f} "
         f"| {c['matmul_ceiling_TFLOPs']:.0f} | {c['of_ceiling']:.1%} "
         f"| >= {enc['target']:.0%}: {'met' if c['of_ceiling'] >= enc['target'] else 'missed'} |",
-        f"| every session-7 XXL run ({enc['session7_runs']}) against each session's ceiling "
+        f"| every session-{'/'.join(map(str, enc['xxl_runs_sessions']))} XXL run "
+        f"({enc['xxl_runs']}) against each measured ceiling "
         f"| {r_lo:.0f}-{r_hi:.0f} | {ceil} | {lo:.1%}-{hi:.1%} "
         f"| {'the target is inside this spread' if lo < enc['target'] <= hi else ''} |",
     ]

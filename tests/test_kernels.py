@@ -113,14 +113,16 @@ def test_split_plan_at_the_benchmark_shapes():
 
 
 def test_launch_by_rows_and_overrides(tuning):
-    """The measured defaults (NOTES.md, entries 17-18): 64 / 4 / 2 for programs of 64 rows
-    (MQA-XXL), 32 / 2 / 3 below; a parameter set by hand wins at every row count."""
+    """The measured defaults (NOTES.md, entries 17-19): 64 / 4 / 2 for programs of 32 rows
+    or more (GQA-2- and MQA-XXL), 32 / 2 / 3 below; a parameter set by hand wins at every
+    row count."""
     wide, narrow = (
         dict(block_k=64, num_warps=4, num_stages=2),
         dict(block_k=32, num_warps=2, num_stages=3),
     )
     assert da.launch_for(64, 1) == wide  # MQA-XXL: 64 query rows a program
-    assert da.launch_for(64, 2) == da.launch_for(64, 8) == da.launch_for(16, 1) == narrow
+    assert da.launch_for(64, 2) == wide  # GQA-2-XXL: 32 rows
+    assert da.launch_for(64, 4) == da.launch_for(64, 8) == da.launch_for(16, 1) == narrow
     assert da.launch_for(16, 16) == narrow  # one query head, padded to 16 rows
     assert da._plan(32, 1, 2048, 64, False)[0] == 64 and da._plan(32, 8, 2048, 16, False)[0] == 32
     tuning(num_warps=8)

@@ -126,13 +126,13 @@ def test_h200_decode_summary_is_the_raw_json_and_its_accounting_holds():
     assert abs(frac - enc["of_ceiling"]) < 1e-3 and frac < 1.0
     md = summarize_h200.markdown(s)
     stars = [line for line in md.splitlines() if line.startswith("| ") and "* |" in line]
-    assert stars and all(line.startswith("| MQA-XXL* |") for line in stars)  # 32/2/3 at 64 rows
+    assert stars and all(line.startswith("| GQA-2-XXL* |") for line in stars)  # 32/2/3, 32 rows
     gqa8 = next(r for r in s["decode"] if r["case"] == "GQA-8-XXL")
-    assert "| no | 7 |" in md.splitlines()[2 + s["decode"].index(gqa8)]
+    assert "| no | 8 |" in md.splitlines()[2 + s["decode"].index(gqa8)]
 
     def verdict(**change):  # the decode table's first row for a GQA-8-XXL row changed so
         return summarize_h200.markdown(dict(s, decode=[dict(gqa8, **change)])).splitlines()[2]
 
-    assert "| no | 7 |" in verdict(fraction_of_floor=0.9)  # 0.110 s/sample against <= 0.090
-    assert "| yes | 7 |" in verdict(fraction_of_floor=0.9, s_per_sample=0.08)
-    assert "| no | 7 |" in verdict(fraction_of_floor=0.8, s_per_sample=0.08)
+    assert "| no | 8 |" in verdict(fraction_of_floor=0.9)  # 0.110 s/sample against <= 0.090
+    assert "| yes | 8 |" in verdict(fraction_of_floor=0.9, s_per_sample=0.08)
+    assert "| no | 8 |" in verdict(fraction_of_floor=0.8, s_per_sample=0.08)

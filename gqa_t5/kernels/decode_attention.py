@@ -51,14 +51,16 @@ TUNING: dict[str, Any] = {
 }
 # (fewest query rows a program holds, launch), largest first: the first entry whose row
 # count the program reaches. Measured on the H200, side by side in one call each
-# (benchmarks/NOTES.md, entries 17-18): with 16 rows 32 keys a block, 2 warps, 3 stages is
-# the launch sweep's best at GQA-8-XXL's shape (51.0 against 62.1 us a call for 64 / 4 / 2;
-# 4.46-4.48 against 4.62 ms a decode step, twice) and GQA-4-Large's (1.66 against 1.70 ms);
-# with 64 rows (MQA-XXL) it is slower, 4.12 ms a step against 3.90 for 64 / 4 / 2 (4.03 for
-# 32 / 4 / 3). 32 rows (GQA-2-XXL) has not been compared side by side; it gets 32 / 2 / 3.
+# (benchmarks/NOTES.md, entries 17-19). 16 rows: 32 keys a block, 2 warps, 3 stages is the
+# launch sweep's best at GQA-8-XXL's shape (51.0 against 62.1 us a call for 64 / 4 / 2;
+# 4.46-4.48 against 4.62 ms a decode step in session 6, 4.58 against 4.68 in session 8) and
+# GQA-4-Large's (1.66 against 1.70 ms); at GQA-4-XXL the two tie (3.99 and 4.04 against
+# 4.06 and 4.06). 32 rows (GQA-2-XXL): 64 / 4 / 2 is faster, 3.86 and 3.87 against 3.93
+# and 3.92 ms, alternating in one call. 64 rows (MQA-XXL): 64 / 4 / 2, 3.90 against 4.12
+# (session 7; 4.03 for 32 / 4 / 3) and 3.99 against 4.16 (session 8).
 # The opt-in Pallas combine takes the same launch as its kernel (measured at 16 rows only).
 LAUNCH_BY_ROWS: tuple[tuple[int, dict[str, int]], ...] = (
-    (64, {"block_k": 64, "num_warps": 4, "num_stages": 2}),
+    (32, {"block_k": 64, "num_warps": 4, "num_stages": 2}),
     (0, {"block_k": 32, "num_warps": 2, "num_stages": 3}),
 )
 assert [least for least, _ in LAUNCH_BY_ROWS] == sorted(
