@@ -223,18 +223,26 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
     return rows
 
 
+# Session 8, one call after the launch calls: the output layer's products in bfloat16,
+# small8 at batch 256 and 512 (one process), then Large at batch 128 (cut in session 6).
+TRAIN8 = ("train/train_small8_b256_512_bf16.json", "train/train_large_b128_bf16.json")
+
+
 def _training() -> list[dict]:
+    """Session 6's every-size runs (float32 output products), then session 8's."""
     rows = []
-    for m in ("small", "small8", "base", "large"):
-        path = RAW6 / "train" / f"train_{m}.json"
+    paths = [RAW6 / "train" / f"train_{m}.json" for m in ("small", "small8", "base", "large")]
+    for path in paths + [RAW8 / f for f in TRAIN8]:
         for r in json.loads(path.read_text())["runs"]:
             if "error" in r:  # an OOM or a failed compile: kept as what it said
                 rows.append({k: r.get(k) for k in ("model", "batch", "error")})
                 continue
+            m = r["model"]
             target = MFU_TARGET.get((m, r["batch"]), MFU_TARGET.get((m, None)))
             rows.append(
                 {
                     "model": m,
+                    "logits_dot": r.get("logits_dot", "float32"),
                     "batch": r["batch"],
                     "num_kv_heads": r["num_kv_heads"],
                     "attention": r["attention_impl"],
@@ -546,18 +554,19 @@ def _peer_md(s: dict) -> list[str]:
 
 def _training_md(s: dict) -> list[str]:
     lines = _head(
-        "training (T5.1.1 shape) | batch | s / step | tokens / s | model TFLOP/s | "
-        "MFU (989 peak) | target"
+        "training (T5.1.1 shape) | batch | output-layer products | s / step | tokens / s | "
+        "model TFLOP/s | MFU (989 peak) | target | session"
     )
     for r in s["training"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | {r['error'][:60]} | | | | |")
+            lines.append(f"| {r['model']} | {r['batch']} | {r['error'][:60]} | | | | | | |")
             continue
         t = r["mfu_target"]
         t = "" if t is None else f">= {t:.0%}: {'met' if r['mfu_vs_datasheet'] >= t else 'missed'}"
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['step_s']:.4f} | {r['tokens_per_s']:,} "
-            f"| {r['model_TFLOPs']:.0f} | {r['mfu_vs_datasheet']:.1%} | {t} |"
+            f"| {r['model']} | {r['batch']} | {r['logits_dot']} | {r['step_s']:.4f} "
+            f"| {r['tokens_per_s']:,} | {r['model_TFLOPs']:.0f} | {r['mfu_vs_datasheet']:.1%} "
+            f"| {t} | {_session(r)} |"
         )
     return lines
 
