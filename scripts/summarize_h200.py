@@ -143,7 +143,7 @@ def _row(r: dict, source: str) -> dict:
         "launch_is_default_now": _launch_is_default(r),
         "xla_flags": r.get("xla_flags", ""),
         "s_per_sample": round(r["s_per_sample"], 4),
-        "ms_per_step": round(r["ms_per_step"], 3),
+        "ms_per_step": round(r["ms_per_step"], 6),  # printed to 2 places: no double rounding
         "bytes_per_step_GB": round(r["floor_bytes_per_step"]["total"] / 1e9, 2),
         "achieved_GBps": round(r["achieved_GBps"]),
         "fraction_of_floor": round(r["fraction_of_floor"], 3),
@@ -198,7 +198,7 @@ def _peer(ours: dict[tuple[str, int], dict]) -> list[dict]:
             "cache": r["cache"],
             "batch": r["batch"],
             "s_per_sample": round(r["s_per_sample"], 4),
-            "ms_per_step": round(r["ms_per_step"], 2),
+            "ms_per_step": round(r["ms_per_step"], 6),
             "warmup_s": round(r["warmup_s"], 1),
             "peak_GiB": round(r["peak_bytes"] / 2**30, 1),
             "versions": f"torch {r['torch']}, transformers {r['transformers']}",
