@@ -313,7 +313,9 @@ def _encoder(own: dict, ceilings: dict[str, float]) -> dict:
             "source": _rel(RAW7 / OWN_CEILINGS),
         },
         "xxl_runs": len(rates),
-        "xxl_runs_sessions": [7, 8],
+        "xxl_runs_sessions": sorted(
+            {int(raw.name.removeprefix("issue16_session")) for raw, _ in files}
+        ),
         "encoder_TFLOPs_range": [round(min(rates), 1), round(max(rates), 1)],
         "ceilings_by_session": {k: round(v, 1) for k, v in ceilings.items()},
         "of_ceiling_range": [round(lo, 3), round(hi, 3)],
@@ -368,10 +370,12 @@ def summary() -> dict:
     done = {(r["model"], r["G"]) for r in sweep}
     # Earlier sweeps, newest first; each (model, G) keeps its newest: session 7's XXL (all
     # 32/2/3), then sessions 5 and 6 (64/4/2; Large G = 8, 16 from session 6: session 5's cut).
-    older = [(RAW7, XXL_SWEEP)] + [
-        (RAW, f) for f in ("decode_xxl_all_pallas.json", "decode_large_all_pallas.json")
+    older = [
+        (RAW7, XXL_SWEEP),
+        (RAW, "decode_xxl_all_pallas.json"),
+        (RAW, "decode_large_all_pallas.json"),
+        (RAW6, "large_all-peer/decode_large_all_pallas.json"),
     ]
-    older.append((RAW6, "large_all-peer/decode_large_all_pallas.json"))
     earlier: list[dict] = []
     for raw, f in older:
         have = {(r["model"], r["G"]) for r in earlier}
